@@ -1,0 +1,61 @@
+"""Typed configuration: pydantic models that load from YAML and take `key.sub=value` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+T = TypeVar("T", bound="KardiaConfig")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used, with the file and the field named."""
+
+
+class KardiaConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    @classmethod
+    def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+        """YAML file (optional) first, then each `a.b=value` override (value parsed as YAML)."""
+        data: dict[str, Any] = {}
+        source = "defaults"
+        if path:
+            source = str(path)
+            p = Path(path)
+            if not p.exists():
+                raise ConfigError(f"{p}: config file not found")
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
+            data = loaded
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r}: expected key=value (e.g. max_exchanges=4)")
+            key, raw = item.split("=", 1)
+            value = yaml.safe_load(raw) if raw != "" else ""
+            _set_path(data, key.strip().split("."), value)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"field {'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"{source}: {problems}") from None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _set_path(data: dict, keys: list[str], value: Any) -> None:
+    cur = data
+    for k in keys[:-1]:
+        nxt = cur.get(k)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[k] = nxt
+        cur = nxt
+    cur[keys[-1]] = value

@@ -1,0 +1,82 @@
+"""One way to call any model: `load_llm("embedded" | "/path/to/model" | "openai:MODEL@URL")`."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from .cache import CachedLLM, ResponseCache
+from .model_string import ModelSpec, parse_model_string
+from .types import LLM, Completion, LLMError, Message, SamplingParams
+
+__all__ = [
+    "LLM",
+    "Completion",
+    "LLMError",
+    "Message",
+    "ModelSpec",
+    "SamplingParams",
+    "ResponseCache",
+    "CachedLLM",
+    "load_llm",
+    "parse_model_string",
+    "resolve_model_path",
+]
+
+_registry: dict[tuple, LLM] = {}
+_lock = threading.Lock()
+
+
+def resolve_model_path(model: str) -> str:
+    """A local folder for `embedded` or a folder path (training and serving need weights on disk)."""
+    spec = parse_model_string(model)
+    if spec.kind == "embedded":
+        from .embedded import embedded_model_dir
+
+        return str(embedded_model_dir())
+    if spec.kind == "local":
+        return spec.model
+    raise ValueError(f"{model!r} is a remote model; this needs weights on disk (a folder or 'embedded')")
+
+
+def load_llm(model: str, cache: bool | str | Path = True, **options) -> LLM:
+    """The shared backend for a model string (roles naming the same model share one instance).
+
+    cache: True uses `$KARDIA_HOME/cache/llm.sqlite`, a path uses that file, False disables it.
+    options go to the backend (e.g. max_concurrency, rpm, timeout_s, max_retries for openai;
+    max_batch for local).
+    """
+    spec = parse_model_string(model)
+    key = (spec.display, str(cache), tuple(sorted(options.items())))
+    with _lock:
+        if key in _registry:
+            return _registry[key]
+        backend = _make_backend(spec, options)
+        if cache:
+            from ..paths import kardia_home
+
+            path = Path(cache) if not isinstance(cache, bool) else kardia_home() / "cache" / "llm.sqlite"
+            backend = CachedLLM(backend, ResponseCache(path))
+        _registry[key] = backend
+        return backend
+
+
+def _make_backend(spec: ModelSpec, options: dict) -> LLM:
+    if spec.kind == "openai":
+        from .openai_backend import OpenAILLM
+
+        return OpenAILLM(spec.model, spec.base_urls, spec.api_key_env, **options)
+    from .local import LocalLLM
+
+    # local backends share the loaded weights whatever the cache option
+    shared_key = ("__local__", spec.display, tuple(sorted(options.items())))
+    inst = _registry.get(shared_key)
+    if inst is None:
+        if spec.kind == "embedded":
+            from .embedded import embedded_model_dir
+
+            inst = LocalLLM(str(embedded_model_dir()), name="embedded", **options)
+        else:
+            inst = LocalLLM(spec.model, name=spec.model, **options)
+        _registry[shared_key] = inst
+    return inst

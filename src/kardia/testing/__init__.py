@@ -1,0 +1,1 @@
+"""Test doubles that are named as such: a fake OpenAI-compatible server for fast, fault-injecting tests."""
