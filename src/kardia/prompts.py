@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from functools import lru_cache
 from pathlib import Path
@@ -10,7 +11,10 @@ from .paths import resource_path
 
 
 class TemplateError(KeyError):
-    pass
+    """A template that cannot be filled (a slot without a value, a malformed slot), with its file."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
 
 
 @lru_cache(maxsize=64)
@@ -30,19 +34,35 @@ def template_path(name_or_path: str | Path) -> Path:
 
 
 def slots(text: str) -> set[str]:
-    return {f for _, f, _, _ in string.Formatter().parse(text) if f}
+    """Names of the `{slots}` in a template (`{a.b}` and `{a[0]}` count as slot `a`)."""
+    names = set()
+    for _, f, _, _ in string.Formatter().parse(text):
+        if f is not None:
+            names.add(re.split(r"[.\[]", f, maxsplit=1)[0])
+    return names
 
 
 def fill(name_or_path: str | Path, **values: object) -> str:
     """Fill a template; every slot must be given (extra values are allowed)."""
     path = template_path(name_or_path)
     text = _read(str(path))
-    missing = slots(text) - set(values)
+    try:
+        names = slots(text)
+    except ValueError as exc:  # an unmatched brace: literal braces must be doubled ({{ }})
+        raise TemplateError(f"{path}: malformed template ({exc}); write literal braces as {{{{ and }}}}") from None
+    bad = sorted(n for n in names if not n.isidentifier())
+    if bad:
+        raise TemplateError(f"{path}: slots must be names, found {bad}; write literal braces as {{{{ and }}}}")
+    missing = names - set(values)
     if missing:
         raise TemplateError(f"{path}: slots without a value: {sorted(missing)}")
     return text.format(**{k: ("" if v is None else v) for k, v in values.items()})
 
 
-def system_prompt(profile: str, situation: str, template: str | Path = "system") -> str:
+def system_prompt(profile: str | None, situation: str | None, template: str | Path = "system") -> str:
     """The one system prompt used identically in build, train, eval, chat and serve."""
-    return fill(template, profile=profile.strip() or "(no profile given)", situation=situation.strip() or "(not stated)")
+    return fill(
+        template,
+        profile=(profile or "").strip() or "(no profile given)",
+        situation=(situation or "").strip() or "(not stated)",
+    )

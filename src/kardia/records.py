@@ -35,13 +35,17 @@ def iter_jsonl(
 ) -> Iterator[tuple[int, Any]]:
     """Yield (line_number, record). With `skip_bad`, bad lines are appended to `bad` instead of raised."""
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: file not found")
-    with p.open("r", encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: file not found" + (" (it is a folder)" if p.is_dir() else ""))
+    with p.open("rb") as fh:  # bytes, so a bad encoding is reported with its line, not as a crash
+        for n, raw in enumerate(fh, start=1):
             try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise RecordError(p, n, None, f"not valid UTF-8 (byte {exc.start + 1} of the line)") from None
+                if not line.strip():
+                    continue
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
@@ -54,7 +58,8 @@ def iter_jsonl(
                     except ValidationError as exc:
                         e = exc.errors()[0]
                         field = ".".join(str(x) for x in e["loc"]) or None
-                        raise RecordError(p, n, field, e["msg"]) from None
+                        more = len(exc.errors()) - 1
+                        raise RecordError(p, n, field, e["msg"] + (f" (and {more} more problems)" if more else "")) from None
             except RecordError as err:
                 if not skip_bad:
                     raise
@@ -65,7 +70,11 @@ def iter_jsonl(
 
 
 def repair_torn_tail(path: str | Path) -> int:
-    """Cut a last line without its newline (a write killed half-way). Returns bytes removed."""
+    """Cut a last line without its newline (a write killed half-way). Returns bytes removed.
+
+    A last line that is complete JSON and only lacks its newline (a file written by another tool)
+    is kept and given its newline: cutting it would lose a good record.
+    """
     p = Path(path)
     if not p.exists() or p.stat().st_size == 0:
         return 0
@@ -73,6 +82,7 @@ def repair_torn_tail(path: str | Path) -> int:
         size = fh.seek(0, os.SEEK_END)
         pos = size
         chunk = 4096
+        cut = 0
         while pos > 0:
             start = max(0, pos - chunk)
             fh.seek(start)
@@ -82,11 +92,24 @@ def repair_torn_tail(path: str | Path) -> int:
             idx = data.rfind(b"\n")
             if idx >= 0:
                 cut = start + idx + 1
-                fh.truncate(cut)
-                return size - cut
+                break
             pos = start
-        fh.truncate(0)
-        return size
+        fh.seek(cut)
+        tail = fh.read()
+        if not _complete_record(tail):
+            fh.truncate(cut)
+            return size - cut
+        fh.seek(0, os.SEEK_END)
+        fh.write(b"\n")
+        return 0
+
+
+def _complete_record(raw: bytes) -> bool:
+    """A line that parses as a JSON object or array (a torn prefix of one never does)."""
+    try:
+        return isinstance(json.loads(raw.decode("utf-8")), (dict, list))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
 
 
 class JsonlAppender:
@@ -121,19 +144,23 @@ class JsonlAppender:
 
 
 def done_keys(path: str | Path, key: str = "id") -> set:
-    """Keys of the complete records already in `path` (a torn last line is ignored)."""
+    """Keys of the complete records already in `path` (a torn last line is ignored; a complete one
+    missing only its newline counts, as `JsonlAppender` keeps it)."""
     p = Path(path)
     keys: set = set()
     if not p.exists():
         return keys
-    with p.open("r", encoding="utf-8") as fh:
+    # errors="replace": a line torn inside a multi-byte character must not crash the resume
+    with p.open("r", encoding="utf-8", errors="replace") as fh:
         for line in fh:
-            if not line.endswith("\n"):
+            if not line.endswith("\n") and not _complete_record(line.encode("utf-8")):
                 break
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError:
                 continue
             if isinstance(obj, dict) and key in obj:
-                keys.add(obj[key])
+                value = obj[key]
+                # lists/dicts cannot go in a set: use their canonical JSON text
+                keys.add(json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value)
     return keys

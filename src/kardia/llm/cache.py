@@ -58,6 +58,8 @@ class CachedLLM(LLM):
         self.misses = 0
 
     def __getattr__(self, item):  # expose backend extras (tokenizer, model, next_token_probs)
+        if item == "inner":  # not set yet (copy/pickle): avoid endless recursion
+            raise AttributeError(item)
         return getattr(self.inner, item)
 
     async def agenerate(self, batch: Sequence[Conversation], params: SamplingParams | None = None) -> list[Completion]:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal
 
 from pydantic import BaseModel
+
+
+_URL_START = re.compile(r"@\s*https?://", re.IGNORECASE)
+_URL_OK = re.compile(r"^https?://[^\s/,@]+(@[^\s/,@]+)?(/\S*)?$", re.IGNORECASE)
 
 
 class ModelSpec(BaseModel):
@@ -37,15 +42,22 @@ def parse_model_string(text: str) -> ModelSpec:
         key_env = "OPENAI_API_KEY"
         if "#" in rest:
             rest, key_env = rest.rsplit("#", 1)
-        if "@" not in rest:
+            key_env = key_env.strip()
+            if not key_env.isidentifier():
+                raise ValueError(
+                    f"model string {text!r}: {key_env!r} after '#' must name an environment variable (e.g. #MY_API_KEY)"
+                )
+        # split at the first '@http': model names may hold '@', URLs may too (user@host)
+        at = _URL_START.search(rest)
+        if at is None:
             raise ValueError(f"model string {text!r}: expected 'openai:MODEL@http://host:port/v1'")
-        model, urls = rest.rsplit("@", 1)
+        model, urls = rest[: at.start()].strip(), rest[at.start() + 1 :]
         base_urls = [u.strip().rstrip("/") for u in urls.split(",") if u.strip()]
         if not model or not base_urls:
             raise ValueError(f"model string {text!r}: model name and at least one base URL are required")
         for u in base_urls:
-            if not (u.startswith("http://") or u.startswith("https://")):
-                raise ValueError(f"model string {text!r}: base URL {u!r} must start with http:// or https://")
+            if not _URL_OK.match(u):
+                raise ValueError(f"model string {text!r}: base URL {u!r} must look like http(s)://host[:port][/path]")
         return ModelSpec(kind="openai", model=model, base_urls=base_urls, api_key_env=key_env)
     if os.path.isdir(os.path.expanduser(s)):
         return ModelSpec(kind="local", model=os.path.abspath(os.path.expanduser(s)))

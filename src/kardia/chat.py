@@ -1,0 +1,340 @@
+"""`kardia chat`: talk with any model string in the terminal, the way a user of `kardia serve` would.
+
+The person sees only the response span (or a warm fallback when the answer is broken); the other spans
+appear, dimmed, with `--show-reasoning`. Every turn passes the crisis guard first when `kardia.safety` is
+installed, and each turn is appended (flushed and fsynced) to the `--transcript` JSONL as it happens.
+Works with stdin piped too: each line is one user turn; EOF or `/quit` ends the chat.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, TextIO
+
+import typer
+
+QUIT_WORDS = frozenset({"/quit", "/exit", "/q"})
+
+
+class ChatInputError(ValueError):
+    """A chat option that cannot be used (a profile file without `person`, ...), located."""
+
+
+def read_profile(path: str | Path) -> tuple[str, str | None]:
+    """(profile text, situation or None). A JSON object gives its `person` (and `situation`) field;
+    any other file is the profile text itself."""
+    p = Path(path)
+    if not p.is_file():
+        raise ChatInputError(f"{p}: profile file not found")
+    text = p.read_text(encoding="utf-8")
+    looks_json = p.suffix.lower() == ".json" or text.lstrip().startswith("{")
+    if not looks_json:
+        return text.strip(), None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if p.suffix.lower() == ".json":
+            raise ChatInputError(f"{p}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        return text.strip(), None
+    if not isinstance(obj, dict):
+        raise ChatInputError(f"{p}: expected a JSON object with a 'person' field, got {type(obj).__name__}")
+    person = obj.get("person")
+    if not isinstance(person, str) or not person.strip():
+        raise ChatInputError(f"{p}: field person: missing or not a non-empty string")
+    situation = obj.get("situation")
+    return person.strip(), situation.strip() if isinstance(situation, str) and situation.strip() else None
+
+
+def load_guard(enabled: bool) -> tuple[Any, Any, str]:
+    """(guard, safety module, state) with state 'on', 'off' or 'unavailable' (module not installed)."""
+    if not enabled:
+        return None, None, "off"
+    import importlib
+
+    try:
+        safety = importlib.import_module("kardia.safety")
+    except ModuleNotFoundError as exc:
+        if exc.name != "kardia.safety":
+            raise
+        return None, None, "unavailable"
+    if not hasattr(safety, "Guard"):  # present but not finished (e.g. a bare namespace package)
+        return None, None, "unavailable"
+    return safety.Guard(), safety, "on"
+
+
+@dataclass
+class TurnResult:
+    user: str
+    shown: str
+    raw: str | None = None
+    parsed: Any = None
+    guard: dict | None = None
+    error: str | None = None
+    completion: Any = None
+
+
+@dataclass
+class ChatSession:
+    """One conversation: system prompt, history, guard, transcript. `turn(text)` answers one message."""
+
+    llm: Any
+    system: str
+    params: Any
+    model_name: str = ""
+    guard: Any = None
+    safety: Any = None
+    transcript: Any = None  # kardia.records.JsonlAppender or None
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    history: list[dict] = field(default_factory=list)  # what the model sees (four-span answers)
+    shown_history: list[dict] = field(default_factory=list)  # what the person saw
+    turns: int = 0
+    errors: int = 0
+
+    def start(self, guard_state: str) -> None:
+        if self.transcript is not None:
+            self.transcript.write(
+                {
+                    "type": "session",
+                    "session": self.session_id,
+                    "time": _now(),
+                    "model": self.model_name,
+                    "system": self.system,
+                    "params": self.params.model_dump(),
+                    "guard": guard_state,
+                }
+            )
+
+    def turn(self, user_text: str) -> TurnResult:
+        from .emotions import normalize
+        from .llm import LLMError
+        from .spans import parse, visible_response
+
+        self.turns += 1
+        result = TurnResult(user=user_text, shown="")
+        assessment = None
+        if self.guard is not None:
+            assessment = self.guard.check(user_text, list(self.shown_history))
+            result.guard = _assessment_dict(assessment)
+        if assessment is not None and getattr(assessment, "at_risk", False):
+            reply_fn = getattr(self.guard, "crisis_reply", None) or self.safety.crisis_reply
+            result.shown = reply_fn(assessment)
+            assistant_for_model = result.shown
+        else:
+            messages = [{"role": "system", "content": self.system}, *self.history, {"role": "user", "content": user_text}]
+            try:
+                completion = self.llm.chat(messages, self.params)
+            except LLMError as exc:
+                self.errors += 1
+                result.error = str(exc)
+                self._record(result, None)
+                return result  # the failed exchange is not added to the history
+            result.completion = completion
+            result.raw = completion.text
+            result.parsed = parse(completion.text)
+            result.shown = visible_response(completion.text)
+            # feed back the real answer when well formed; otherwise only what the person saw
+            assistant_for_model = completion.text if result.parsed.ok else result.shown
+        self.history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": assistant_for_model}]
+        self.shown_history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": result.shown}]
+        label = normalize(result.parsed.emotion) if result.parsed is not None else None
+        self._record(result, label)
+        return result
+
+    def _record(self, r: TurnResult, label: str | None) -> None:
+        if self.transcript is None:
+            return
+        c = r.completion
+        self.transcript.write(
+            {
+                "type": "turn",
+                "session": self.session_id,
+                "turn": self.turns,
+                "time": _now(),
+                "model": self.model_name,
+                "user": r.user,
+                "shown": r.shown,
+                "raw": r.raw,
+                "spans": r.parsed.as_dict() if r.parsed is not None else None,
+                "format_ok": r.parsed.ok if r.parsed is not None else None,
+                "problems": r.parsed.problems if r.parsed is not None else [],
+                "emotion_label": label,
+                "guard": r.guard,
+                "finish_reason": getattr(c, "finish_reason", None),
+                "prompt_tokens": getattr(c, "prompt_tokens", None),
+                "completion_tokens": getattr(c, "completion_tokens", None),
+                "cached": getattr(c, "cached", None),
+                "error": r.error,
+            }
+        )
+
+
+def _assessment_dict(a: Any) -> dict:
+    if hasattr(a, "model_dump"):
+        d = a.model_dump(mode="json")
+    elif hasattr(a, "__dataclass_fields__"):
+        import dataclasses
+
+        d = dataclasses.asdict(a)
+    else:
+        d = {k: getattr(a, k, None) for k in ("category", "level", "evidence")}
+    d["at_risk"] = bool(getattr(a, "at_risk", False))
+    return d
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _lines(stream: TextIO, console) -> Iterator[str]:
+    """User turns: prompted when interactive, one per line when piped."""
+    if stream.isatty():
+        while True:
+            try:
+                yield console.input("[bold cyan]you>[/] ")
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                return
+    else:
+        for line in stream:
+            yield line.rstrip("\n")
+
+
+def _reasoning_panel(result: TurnResult):
+    from rich.panel import Panel
+    from rich.text import Text
+
+    from .emotions import normalize
+
+    body = Text(style="dim")
+    p = result.parsed
+    if p is None:
+        body.append("(no model answer: the crisis guard replied)" if result.guard else "(no answer)")
+    else:
+        for i, name in enumerate(("understanding", "reasoning", "emotion")):
+            value = getattr(p, name)
+            if i:
+                body.append("\n")
+            body.append(f"{name}: ", style="dim bold")
+            body.append(value if value is not None else "(missing)")
+            if name == "emotion" and value:
+                body.append(f"  -> label: {normalize(value) or 'none (not one clear ED label)'}")
+        if p.problems:
+            body.append("\nformat problems: ", style="dim bold")
+            body.append("; ".join(p.problems))
+            body.append("\nraw output: ", style="dim bold")
+            body.append(result.raw or "")
+    if result.guard:
+        body.append(f"\nguard: {result.guard.get('level')} {result.guard.get('category') or ''}".rstrip())
+    return Panel(body, title="hidden from the person", title_align="left", border_style="dim", style="dim")
+
+
+def run_chat(
+    *,
+    model: str = "embedded",
+    profile: Optional[Path] = None,
+    situation: Optional[str] = None,
+    system_template: str = "system",
+    show_reasoning: bool = False,
+    transcript: Optional[Path] = None,
+    max_tokens: int = 320,
+    temperature: float = 0.7,
+    seed: Optional[int] = None,
+    guard: bool = True,
+    cache: bool = True,
+    stream: TextIO | Iterable[str] | None = None,
+    console=None,
+    llm_options: dict | None = None,
+) -> int:
+    """The chat loop; returns the exit code (1 when a model call failed, else 0).
+
+    `llm_options` go to the backend (e.g. max_retries, timeout_s for openai)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from .llm import SamplingParams, load_llm, parse_model_string
+    from .prompts import system_prompt
+    from .records import JsonlAppender
+
+    console = console or Console()
+    try:
+        spec = parse_model_string(model)
+        person, profile_situation = read_profile(profile) if profile else ("", None)
+        system = system_prompt(person, situation if situation is not None else (profile_situation or ""), template=system_template)
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        return 2
+    the_guard, safety, guard_state = load_guard(guard)
+    if guard_state == "unavailable":
+        console.print("[yellow]warning: the crisis guard (kardia.safety) is not installed: messages are not screened[/]")
+    llm = load_llm(model, cache=cache, **(llm_options or {}))
+    appender = JsonlAppender(transcript) if transcript else None
+    session = ChatSession(
+        llm=llm, system=system, params=params, model_name=spec.display, guard=the_guard, safety=safety, transcript=appender
+    )
+    session.start(guard_state)
+    stream = stream if stream is not None else sys.stdin
+    interactive = hasattr(stream, "isatty") and stream.isatty()
+    console.print(f"[dim]kardia chat with {escape(spec.display)} (guard {guard_state}); /quit or Ctrl-D ends[/]")
+    try:
+        lines = _lines(stream, console) if hasattr(stream, "isatty") else (s.rstrip("\n") for s in stream)
+        for line in lines:
+            text = line.strip()
+            if not text:
+                continue
+            if text.lower() in QUIT_WORDS:
+                break
+            if not interactive:
+                console.print(f"[bold cyan]you:[/] {escape(text)}")
+            if interactive:
+                with console.status("thinking..."):
+                    result = session.turn(text)
+            else:
+                result = session.turn(text)
+            if result.error:
+                console.print(f"[red]model error:[/] {escape(result.error)}")
+                continue
+            if show_reasoning:
+                console.print(_reasoning_panel(result))
+            console.print(f"[bold magenta]kardia:[/] {escape(result.shown)}")
+    finally:
+        if appender is not None:
+            appender.close()
+    return 1 if session.errors else 0
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("chat")
+    def chat_command(
+        model: str = typer.Option("embedded", "--model", "-m", help="Model string: embedded, a folder, or openai:MODEL@URL."),
+        profile: Optional[Path] = typer.Option(None, "--profile", help="Profile file: text, or JSON with a 'person' (and optional 'situation') field."),
+        situation: Optional[str] = typer.Option(None, "--situation", help="The situation the person is in (overrides the profile's)."),
+        system_template: str = typer.Option("system", "--system-template", help="System prompt template: a shipped name or a .txt path with {profile} and {situation}."),
+        show_reasoning: bool = typer.Option(False, "--show-reasoning", help="Also print the understanding, reasoning and emotion spans (dimmed)."),
+        transcript: Optional[Path] = typer.Option(None, "--transcript", help="Append each turn to this JSONL file as it happens."),
+        max_tokens: int = typer.Option(320, "--max-tokens", min=1, help="Most tokens per answer."),
+        temperature: float = typer.Option(0.7, "--temperature", min=0.0, help="Sampling temperature (0 = greedy)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (seeded calls are cached)."),
+        guard: bool = typer.Option(True, "--guard/--no-guard", help="Screen every message with the crisis guard (kardia.safety)."),
+        cache: bool = typer.Option(True, "--cache/--no-cache", help="Use the on-disk response cache for deterministic calls."),
+    ) -> None:
+        """Chat with a model in the terminal (the person sees only the response span)."""
+        code = run_chat(
+            model=model,
+            profile=profile,
+            situation=situation,
+            system_template=system_template,
+            show_reasoning=show_reasoning,
+            transcript=transcript,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            guard=guard,
+            cache=cache,
+        )
+        raise typer.Exit(code)

@@ -1,0 +1,161 @@
+"""Quality filters after generation. Each returns the reasons a dialogue is dropped (empty: keep).
+
+How each is decided:
+- structure: the record validates as a `DialogueRecord` (system prompt, then user/assistant turns
+  alternating), has at least one exchange, ends with an assistant turn, no user turn is empty or
+  contains span markup, and every assistant turn parses with `kardia.spans.parse` (`ok`).
+- emotion outside the label set: the record's gold emotion and every assistant emotion span must be
+  exactly one of the 32 labels.
+- identity drift: a USER turn that speaks as an assistant or as a model (regular expressions in the
+  data file `prompts/build/identity_drift_patterns.txt`), or that names an MBTI type other than the
+  profile's own (the simulated user became someone else).
+- abrupt emotion jumps: the assistant's emotion labels, turn by turn, mapped to valence
+  (`kardia.emotions.valence`; `surprised` is ambiguous and skipped); more than `max_valence_flips`
+  switches between positive and negative in consecutive labelled turns drops the dialogue.
+- crisis mishandling: when `kardia.safety` is installed, a user turn `assess`ed at risk must be met by
+  an assistant response for which `handles_crisis` is true. Without the module the filter reports
+  itself unavailable (in the build summary and card), never a silent pass.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from .profiles import MBTI_TYPES
+
+_MBTI_IN_TEXT = re.compile(r"\b(" + "|".join(MBTI_TYPES) + r")\b")
+
+
+@lru_cache(maxsize=8)
+def identity_patterns(name_or_path: str) -> tuple[re.Pattern, ...]:
+    from ..prompts import template_path
+
+    out = []
+    for line in template_path(name_or_path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append(re.compile(line, re.I | re.M))
+    return tuple(out)
+
+
+def check_structure(rec: dict) -> list[str]:
+    from ..spans import parse, strip_span_markup
+
+    from .schema import DialogueRecord
+
+    try:
+        DialogueRecord.model_validate(rec)
+    except Exception as exc:  # pydantic ValidationError: the first problem is enough to say why
+        return [f"structure: not a valid record ({str(exc).splitlines()[1:3]})"]
+    msgs = rec["messages"][1:]
+    if len(msgs) < 2:
+        return ["structure: no complete exchange"]
+    if msgs[-1]["role"] != "assistant":
+        return ["structure: ends with a user turn"]
+    reasons = []
+    for i, m in enumerate(msgs, start=1):
+        if m["role"] == "user":
+            if not m["content"].strip():
+                reasons.append(f"structure: user turn {i} is empty")
+            elif strip_span_markup(m["content"]) != m["content"]:
+                reasons.append(f"structure: user turn {i} contains span markup")
+        else:
+            p = parse(m["content"])
+            if not p.ok:
+                reasons.append(f"structure: assistant turn {i}: {'; '.join(p.problems[:2]) or 'not four spans'}")
+    return reasons
+
+
+def check_emotion_labels(rec: dict) -> list[str]:
+    from ..emotions import LABELS
+    from ..spans import parse
+
+    reasons = []
+    if rec.get("emotion") not in LABELS:
+        reasons.append(f"emotion: gold label {rec.get('emotion')!r} is not one of the 32")
+    for i, m in enumerate(rec["messages"]):
+        if m["role"] == "assistant":
+            emo = parse(m["content"]).emotion
+            if emo is not None and emo not in LABELS:
+                reasons.append(f"emotion: assistant turn {i} says {emo[:40]!r}, not one of the 32 labels")
+    return reasons
+
+
+def check_identity_drift(rec: dict, patterns: str = "build/identity_drift_patterns") -> list[str]:
+    pats = identity_patterns(patterns)
+    own = (rec.get("mbti") or "").upper()
+    reasons = []
+    for i, m in enumerate(rec["messages"]):
+        if m["role"] != "user":
+            continue
+        for pat in pats:
+            hit = pat.search(m["content"])
+            if hit:
+                reasons.append(f"identity drift: user turn {i} speaks as an assistant ({hit.group(0)!r})")
+                break
+        for t in set(_MBTI_IN_TEXT.findall(m["content"])):
+            if t != own:
+                reasons.append(f"identity drift: user turn {i} claims MBTI {t}, profile says {own or 'none'}")
+    return reasons
+
+
+def assistant_labels(rec: dict) -> list[str | None]:
+    from ..spans import parse
+
+    return [parse(m["content"]).emotion for m in rec["messages"] if m["role"] == "assistant"]
+
+
+def check_emotion_jumps(rec: dict, max_flips: int = 1) -> list[str]:
+    from ..emotions import LABELS, valence
+
+    vals = [valence(lab) for lab in assistant_labels(rec) if lab in LABELS]
+    vals = [v for v in vals if v != "ambiguous"]
+    flips = sum(1 for a, b in zip(vals, vals[1:]) if a != b)
+    if flips > max_flips:
+        return [f"emotion jumps: valence switched {flips} times (> {max_flips})"]
+    return []
+
+
+def crisis_available() -> bool:
+    try:
+        from .. import safety  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(safety, "assess") and hasattr(safety, "handles_crisis")
+
+
+def check_crisis(rec: dict) -> list[str]:
+    from .. import safety
+    from ..spans import visible_response
+
+    msgs = rec["messages"]
+    reasons = []
+    for i, m in enumerate(msgs):
+        if m["role"] != "user" or i + 1 >= len(msgs):
+            continue
+        history = [dict(x) for x in msgs[1:i]]
+        assessment = safety.assess(m["content"], history)
+        if assessment.at_risk and not safety.handles_crisis(visible_response(msgs[i + 1]["content"]), assessment):
+            reasons.append(f"crisis: user turn {i} at risk ({assessment.category}, {assessment.level}) not handled")
+    return reasons
+
+
+def apply_filters(rec: dict, cfg: Any) -> list[str]:
+    """All enabled filters; structure first (the others assume a well-formed record)."""
+    f = cfg.filters
+    reasons: list[str] = []
+    if f.structure:
+        reasons += check_structure(rec)
+        if reasons:
+            return reasons
+    if f.emotion_labels:
+        reasons += check_emotion_labels(rec)
+    if f.identity_drift:
+        reasons += check_identity_drift(rec, f.identity_patterns)
+    if f.emotion_jumps:
+        reasons += check_emotion_jumps(rec, f.max_valence_flips)
+    if f.crisis and crisis_available():
+        reasons += check_crisis(rec)
+    return reasons

@@ -1,0 +1,364 @@
+"""One dialogue, made by three roles: U (user simulator), A (responder), R (rubric critic).
+
+Per exchange: U writes the next user turn; A drafts the four spans; R grades the draft FAIL / PASS /
+SOLVED; on FAIL, A revises with the critique (at most `max_revisions` times); SOLVED ends the
+dialogue; at most `max_exchanges` exchanges. Every user turn, draft and critique goes to the trace.
+
+Small models do not follow the four-span format from a prompt, so the responder has two modes:
+- `guided` (default): the format is made by construction. Understanding, reasoning and response are
+  each one short call with its own prompt (cut at a blank line); the emotion is CHOSEN among the 32
+  labels, from next-token probabilities on local backends (never unparseable) or, on remote ones,
+  by normalising the text (a non-label is counted and retried, then left for the filter to drop);
+  the spans are assembled with `kardia.spans.render`.
+- `single`: one call under the shared system prompt, for strong remote models; parsed with
+  `kardia.spans.parse` (a broken answer is kept, counted and later dropped by the structure filter).
+
+A critic answer that cannot be parsed is counted (`meta.critic_unparsed`) and handled by the
+documented `critic_unparsed` policy (default "fail": the draft is revised); it never counts as a
+verdict in the difficulty split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..llm import LLMError, SamplingParams
+from .config import BuildConfig
+from .plan import PlanItem
+
+VERDICTS = ("FAIL", "PASS", "SOLVED")
+_ROLE_PREFIX = re.compile(
+    r"^\s*(?:\*\*)?(?:person|user|me|you|listener|supporter|assistant|understanding|reasoning|response|reply|"
+    r"emotion|message|answer|explanation|description)\s*(?:\*\*)?\s*:\s*",
+    re.I,
+)
+
+
+class RoleFailed(RuntimeError):
+    """A role's model kept failing: the run stops with this message (never a silent gap)."""
+
+
+class DialogueFailed(RuntimeError):
+    """One dialogue could not be finished (a call failed for good); it is retried on the next run."""
+
+
+@dataclass
+class RoleHealth:
+    """Consecutive failures per role, shared by all dialogues of a run."""
+
+    limit: int
+    consecutive: dict[str, int] = field(default_factory=dict)
+    total: dict[str, int] = field(default_factory=dict)
+    last_error: dict[str, str] = field(default_factory=dict)
+
+    def ok(self, role: str) -> None:
+        self.consecutive[role] = 0
+
+    def failed(self, role: str, model: str, error: str) -> None:
+        self.consecutive[role] = self.consecutive.get(role, 0) + 1
+        self.total[role] = self.total.get(role, 0) + 1
+        self.last_error[role] = error
+        if self.consecutive[role] >= self.limit:
+            raise RoleFailed(
+                f"role {role} (model {model!r}) failed {self.consecutive[role]} times in a row; "
+                f"last error: {error}"
+            )
+
+
+@dataclass
+class Counters:
+    """Live numbers for the progress bar and the final summary."""
+
+    turns: int = 0
+    revisions: int = 0
+    failures: int = 0
+    calls: int = 0
+    critic_unparsed: int = 0
+    emotion_unparsed: int = 0
+
+
+def _stable_seed(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def clean_turn(text: str) -> str:
+    """A model's free text made into one plain turn: no span markup, no 'User:' prefix, no quotes."""
+    from ..spans import strip_span_markup
+
+    text = strip_span_markup(text or "")
+    text = re.sub(r"<\|[A-Za-z0-9_.:-]{1,64}\|>", "", text)
+    for _ in range(2):
+        text = _ROLE_PREFIX.sub("", text.strip())
+    text = " ".join(text.split())
+    if len(text) >= 2 and text[0] in "\"'“" and text[-1] in "\"'”":
+        text = text[1:-1].strip()
+    return text
+
+
+def history_text(turns: list[dict]) -> str:
+    """The conversation as the roles read it; assistant turns show only their visible response."""
+    from ..spans import visible_response
+
+    if not turns:
+        return "(nothing yet)"
+    lines = []
+    for m in turns:
+        if m["role"] == "user":
+            lines.append(f"Person: {m['content']}")
+        elif m["role"] == "assistant":
+            lines.append(f"Listener: {visible_response(m['content'])}")
+    return "\n".join(lines)
+
+
+class DialogueLoop:
+    """Makes dialogues for one build config; shares role models and health across dialogues."""
+
+    def __init__(self, cfg: BuildConfig, counters: Counters | None = None, health: RoleHealth | None = None):
+        from ..llm import load_llm
+
+        self.cfg = cfg
+        self.counters = counters or Counters()
+        self.health = health or RoleHealth(cfg.max_role_failures)
+        m = cfg.models
+        self.models = {"user": m.user, "responder": m.responder, "critic": m.critic}
+        opts = dict(cfg.llm_options)
+        self.user_llm = load_llm(m.user, cache=cfg.llm_cache, **_opts_for(m.user, opts))
+        self.resp_llm = load_llm(m.responder, cache=cfg.llm_cache, **_opts_for(m.responder, opts))
+        from ..judge import Critic
+
+        self.critic = Critic(model=m.critic, rubric=cfg.critic_rubric, scorer=cfg.critic_scorer, cache=cfg.llm_cache,
+            llm_options=_opts_for(m.critic, opts),
+        )
+        mode = cfg.emotion_choice
+        if mode == "auto":
+            mode = "probs" if hasattr(self.resp_llm, "anext_token_probs") else "text"
+        if mode == "probs" and not hasattr(self.resp_llm, "anext_token_probs"):
+            raise ValueError(f"emotion_choice=probs needs a local responder model, got {m.responder!r}")
+        self.emotion_mode = mode
+
+    # -- calls -----------------------------------------------------------------------------------
+    def _params(self, max_tokens: int, stop: list[str], *seed_parts: Any) -> SamplingParams:
+        s = self.cfg.sampling
+        seed = _stable_seed(self.cfg.seed, *seed_parts) if (s.seed_calls and s.temperature > 0) else None
+        return SamplingParams(max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p, seed=seed, stop=stop)
+
+    async def _call(self, role: str, llm, messages: list[dict], params: SamplingParams) -> str:
+        self.counters.calls += 1
+        try:
+            comp = (await llm.agenerate([messages], params))[0]
+        except LLMError as exc:
+            self.health.failed(role, self.models[role], str(exc))
+            raise DialogueFailed(f"{role}: {exc}") from exc
+        self.health.ok(role)
+        return comp.text
+
+    async def _text(self, role: str, llm, prompt: str, max_tokens: int, stop: list[str], *seed_parts: Any) -> str:
+        """One free-text call, cleaned; an empty answer is retried once with another seed, then fails."""
+        for retry in range(2):
+            params = self._params(max_tokens, stop, *seed_parts, retry)
+            if retry and params.seed is None:  # greedy: a retry would repeat itself, so sample once
+                params = params.model_copy(update={"temperature": 0.7, "seed": _stable_seed(self.cfg.seed, *seed_parts)})
+            text = clean_turn(await self._call(role, llm, [{"role": "user", "content": prompt}], params))
+            if text:
+                return text
+        self.health.failed(role, self.models[role], "empty answer twice")
+        raise DialogueFailed(f"{role}: empty answer twice ({'/'.join(map(str, seed_parts))})")
+
+    # -- roles -----------------------------------------------------------------------------------
+    async def user_turn(self, item: PlanItem, turns: list[dict], k: int) -> str:
+        from ..prompts import fill
+
+        p = self.cfg.prompts
+        slots = dict(profile=item.profile.person, situation=item.seed.situation, emotion=item.emotion)
+        prompt = fill(p.first_user, **slots) if not turns else fill(p.user, history=history_text(turns), **slots)
+        return await self._text("user", self.user_llm, prompt, self.cfg.sampling.user_max_tokens, ["\n"], item.id, k, "U")
+
+    async def responder_turn(self, item: PlanItem, turns: list[dict], k: int, attempt: int, revision: str) -> tuple[str, dict]:
+        if self.cfg.responder_mode == "single":
+            return await self._single(item, turns, k, attempt, revision)
+        return await self._guided(item, turns, k, attempt, revision)
+
+    async def _guided(self, item: PlanItem, turns: list[dict], k: int, attempt: int, revision: str) -> tuple[str, dict]:
+        from ..prompts import fill
+        from ..spans import render
+
+        p, s = self.cfg.prompts, self.cfg.sampling
+        base = dict(profile=item.profile.person, situation=item.seed.situation, history=history_text(turns), revision=revision)
+        sid = (item.id, k, "A", attempt)
+        und = await self._text("responder", self.resp_llm, fill(p.understanding, **base), s.span_max_tokens, ["\n\n"], *sid, "u")
+        rea = await self._text(
+            "responder", self.resp_llm, fill(p.reasoning, understanding=und, **base), s.span_max_tokens, ["\n\n"], *sid, "r"
+        )
+        emo, info = await self._emotion(fill(p.emotion, understanding=und, reasoning=rea, labels=_labels_text(), **base), sid)
+        resp = await self._text(
+            "responder", self.resp_llm, fill(p.response, understanding=und, reasoning=rea, emotion=emo, **base),
+            s.response_max_tokens, ["\n"], *sid, "resp",
+        )
+        return render(und, rea, emo, resp), info
+
+    async def _emotion(self, prompt: str, sid: tuple) -> tuple[str, dict]:
+        from ..emotions import LABELS, normalize
+
+        msgs = [{"role": "user", "content": prompt}]
+        if self.emotion_mode == "probs":
+            self.counters.calls += 1
+            try:
+                probs = (await self.resp_llm.anext_token_probs([msgs], [" " + lab for lab in LABELS], assistant_prefix="Emotion:"))[0]
+            except LLMError as exc:
+                self.health.failed("responder", self.models["responder"], str(exc))
+                raise DialogueFailed(f"responder: {exc}") from exc
+            self.health.ok("responder")
+            best = max(probs, key=probs.get)
+            return best.strip(), {"emotion_mode": "probs", "emotion_p": round(probs[best], 4)}
+        raw = ""
+        for retry in range(2):
+            raw = await self._call("responder", self.resp_llm, msgs, self._params(8, ["\n"], *sid, "e", retry))
+            label = normalize(raw)
+            if label:
+                return label, {"emotion_mode": "text", "emotion_retries": retry}
+            self.counters.emotion_unparsed += 1
+        # not a label after a retry: kept as written (cleaned) and counted; the label filter drops it
+        return clean_turn(raw) or "unknown", {"emotion_mode": "text", "emotion_unparsed": 2}
+
+    async def _single(self, item: PlanItem, turns: list[dict], k: int, attempt: int, revision: str) -> tuple[str, dict]:
+        from ..prompts import system_prompt
+        from ..spans import parse
+
+        sys = system_prompt(item.profile.person, item.seed.situation)
+        if revision:
+            sys = sys + "\n" + revision
+        msgs = [{"role": "system", "content": sys}, *turns]
+        params = self._params(self.cfg.sampling.single_max_tokens, [], item.id, k, "A", attempt)
+        text = (await self._call("responder", self.resp_llm, msgs, params)).strip()
+        parsed = parse(text)
+        return text, {"format_ok": parsed.ok, "format_problems": parsed.problems[:5]}
+
+    async def critique(self, item: PlanItem, turns: list[dict], draft: str):
+        from ..judge import JudgeItem
+
+        judge_item = JudgeItem(
+            profile=item.profile.person, situation=item.seed.situation, history=list(turns), response=draft,
+            emotion=item.emotion, id=item.id,
+        )
+        self.counters.calls += 1
+        try:
+            crit = await self.critic.acritique(judge_item)
+        except LLMError as exc:
+            crit = None
+            error = str(exc)
+        else:
+            error = crit.error[len("llm:"):].strip() if (crit.error or "").startswith("llm:") else None
+        if error is not None:  # the critic's MODEL failed (not its answer): a role failure
+            self.health.failed("critic", self.models["critic"], error)
+            raise DialogueFailed(f"critic: {error}")
+        self.health.ok("critic")
+        return crit
+
+    # -- the dialogue ----------------------------------------------------------------------------
+    async def run(self, item: PlanItem, anon_user: str) -> dict:
+        """Make one dialogue. Returns {"record": ..., "trace": [...]}; raises DialogueFailed."""
+        from ..prompts import fill, system_prompt
+
+        cfg = self.cfg
+        turns: list[dict] = []
+        trace: list[dict] = []
+        verdicts = {v: 0 for v in VERDICTS}
+        revisions = unparsed = emotion_unparsed = 0
+        ended = "max_exchanges"
+        for k in range(cfg.max_exchanges):
+            user = await self.user_turn(item, turns, k)
+            turns.append({"role": "user", "content": user})
+            self.counters.turns += 1
+            trace.append({"exchange": k, "role": "U", "kind": "user_turn", "text": user})
+            revision = ""
+            final = None
+            solved = False
+            for attempt in range(cfg.max_revisions + 1):
+                draft, info = await self.responder_turn(item, turns, k, attempt, revision)
+                emotion_unparsed += int(info.get("emotion_unparsed", 0))
+                trace.append({"exchange": k, "attempt": attempt, "role": "A", "kind": "draft", "text": draft, **info})
+                crit = await self.critique(item, turns, draft)
+                verdict = crit.verdict if crit.verdict in VERDICTS else None
+                trace.append(
+                    {
+                        "exchange": k, "attempt": attempt, "role": "R", "kind": "critique", "verdict": verdict,
+                        "reasons": dict(crit.reasons or {}), "raw": crit.raw, "error": crit.error,
+                    }
+                )
+                if verdict is None:
+                    unparsed += 1
+                    self.counters.critic_unparsed += 1
+                    effective = "FAIL" if cfg.critic_unparsed == "fail" else "PASS"
+                else:
+                    verdicts[verdict] += 1
+                    effective = verdict
+                final = draft
+                if effective != "FAIL":
+                    solved = effective == "SOLVED"
+                    break
+                if attempt < cfg.max_revisions:
+                    revisions += 1
+                    self.counters.revisions += 1
+                    reasons = crit.reasons or {}
+                    critique = "\n".join(f"- {k2}: {v}" for k2, v in reasons.items()) or (
+                        f"- (the critic's answer could not be read: {crit.error or 'no verdict'})"
+                    )
+                    revision = fill(cfg.prompts.revise, previous=_visible_draft(draft), critique=critique)
+            turns.append({"role": "assistant", "content": final})
+            if solved:
+                ended = "solved"
+                break
+        record = {
+            "id": item.id,
+            "person": item.profile.person,
+            "mbti": item.profile.mbti,
+            "emotion": item.emotion,
+            "situation": item.seed.situation,
+            "anon_username": anon_user,
+            "messages": [{"role": "system", "content": system_prompt(item.profile.person, item.seed.situation)}, *turns],
+            "meta": {
+                "seed": cfg.seed,
+                "models": dict(self.models),
+                "verdict_counts": verdicts,
+                "difficulty": None,
+                "split": None,
+                "mbti_assigned": item.profile.mbti_assigned,
+                "source": item.seed.source,
+                "profile_id": item.profile.id,
+                "seed_id": item.seed.id,
+                "exchanges": len(turns) // 2,
+                "revisions": revisions,
+                "critic_unparsed": unparsed,
+                "critic_unparsed_policy": cfg.critic_unparsed,
+                "emotion_unparsed": emotion_unparsed,
+                "responder_mode": cfg.responder_mode,
+                "ended": ended,
+            },
+        }
+        return {"record": record, "trace": trace}
+
+
+def _opts_for(model: str, opts: dict) -> dict:
+    """Backend options apply to remote (openai:) models; local backends take only `max_batch`."""
+    if model.startswith("openai:"):
+        return {k: v for k, v in opts.items() if k != "max_batch"}
+    return {k: v for k, v in opts.items() if k == "max_batch"}
+
+
+def _labels_text() -> str:
+    from ..emotions import LABELS
+
+    return ", ".join(LABELS)
+
+
+def _visible_draft(draft: str) -> str:
+    """The previous draft shown to the responder when revising (all spans, as plain lines)."""
+    from ..spans import parse
+
+    p = parse(draft)
+    if not any(p.as_dict().values()):
+        return draft.strip()[:600]
+    return "\n".join(f"{k}: {v}" for k, v in p.as_dict().items() if v is not None)

@@ -1,0 +1,286 @@
+"""Turn-level evaluation items from KardiaBench JSONL, EmpatheticDialogues and ESConv.
+
+Every assistant turn of a test dialogue becomes one `EvalItem` (the paper's turn-level QA pairs):
+its history up to the user's last message, the profile and situation, and the gold emotion.
+Loaders stream (memory stays flat) and reject malformed input with file, line and field
+(`kardia.records.RecordError`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..records import RecordError, iter_jsonl
+
+Format = Literal["auto", "kardia", "ed", "esconv"]
+
+
+class EvalItem(BaseModel):
+    """One assistant turn to generate and score."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str  # unique across the data set: "<dialogue_id>#t<turn_index>"
+    dataset: str  # kardia | ed | esconv
+    dialogue_id: str
+    turn_index: int  # 1-based index of this assistant turn in its dialogue
+    profile: str = ""
+    mbti: str = ""
+    situation: str = ""
+    gold_emotion: str | None = None  # None: no gold label (ESConv type without an ED equivalent)
+    system: str | None = None  # the record's own system prompt (KardiaBench), else built at eval time
+    history: list[dict[str, str]]  # user/assistant messages, ending with the user's turn
+    gold_response: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+def detect_format(path: str | Path) -> str:
+    """`.csv` is EmpatheticDialogues; JSONL with `messages` is KardiaBench, with `dialog` is ESConv."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: file not found")
+    if p.suffix.lower() == ".csv":
+        return "ed"
+    with p.open("r", encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RecordError(p, n, None, f"not valid JSON ({exc.msg}); cannot tell the data format") from None
+            if isinstance(obj, dict) and "messages" in obj:
+                return "kardia"
+            if isinstance(obj, dict) and "dialog" in obj:
+                return "esconv"
+            raise RecordError(p, n, None, "neither a KardiaBench record (messages) nor an ESConv record (dialog)")
+    raise RecordError(p, 1, None, "file is empty")
+
+
+def load_items(
+    path: str | Path,
+    fmt: Format = "auto",
+    limit: int | None = None,
+    esconv_include_approximate: bool = True,
+    esconv_map: str | Path | None = None,
+) -> Iterator[EvalItem]:
+    """Stream the eval items of a file, at most `limit` of them (in file order)."""
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "kardia":
+        gen = _kardia_items(path)
+    elif fmt == "ed":
+        gen = _ed_items(path)
+    elif fmt == "esconv":
+        gen = _esconv_items(path, esconv_include_approximate, esconv_map)
+    else:
+        raise ValueError(f"unknown data format {fmt!r}: use auto, kardia, ed or esconv")
+    for i, item in enumerate(gen):
+        if limit is not None and i >= limit:
+            return
+        yield item
+
+
+# -- KardiaBench ---------------------------------------------------------------------------------
+def _kardia_items(path: str | Path) -> Iterator[EvalItem]:
+    from ..data.schema import DialogueRecord
+    from ..emotions import normalize
+
+    for n, rec in iter_jsonl(path, model=DialogueRecord):
+        gold = normalize(rec.emotion)
+        if gold is None:
+            raise RecordError(path, n, "emotion", f"{rec.emotion!r} is not one of the 32 emotion labels")
+        system = rec.messages[0].content
+        for t, (prompt, gold_content) in enumerate(rec.assistant_turns(), start=1):
+            yield EvalItem(
+                id=f"{rec.id}#t{t}",
+                dataset="kardia",
+                dialogue_id=rec.id,
+                turn_index=t,
+                profile=rec.person,
+                mbti=rec.mbti,
+                situation=rec.situation,
+                gold_emotion=gold,
+                system=system,
+                history=[{"role": m["role"], "content": m["content"]} for m in prompt[1:]],
+                gold_response=gold_content,
+                meta={"line": n},
+            )
+
+
+# -- EmpatheticDialogues -------------------------------------------------------------------------
+ED_COLUMNS = ("conv_id", "utterance_idx", "prompt", "utterance", "label")
+
+
+def _ed_text(s: str) -> str:
+    return s.replace("_comma_", ",").strip()
+
+
+def _ed_items(path: str | Path) -> Iterator[EvalItem]:
+    """ED conversations: odd utterance_idx = the person who lived it (user), even = listener (generated)."""
+    from ..emotions import LABEL_BY_ID
+
+    p = Path(path)
+    conv: list[tuple[int, int, dict]] = []  # (line, idx, row)
+    with p.open("r", encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise RecordError(p, 1, missing[0], f"missing column (header has {reader.fieldnames})")
+        for row in reader:
+            line = reader.line_num
+            if None in row or any(row.get(c) is None for c in ED_COLUMNS):
+                raise RecordError(p, line, None, f"expected {len(reader.fieldnames)} columns")
+            try:
+                idx = int(row["utterance_idx"])
+            except ValueError:
+                raise RecordError(p, line, "utterance_idx", f"not an integer: {row['utterance_idx']!r}") from None
+            try:
+                label_id = int(row["label"])
+                LABEL_BY_ID[label_id]
+            except (ValueError, KeyError, IndexError):
+                raise RecordError(p, line, "label", f"not an emotion label id 0-31: {row['label']!r}") from None
+            if not row["conv_id"].strip():
+                raise RecordError(p, line, "conv_id", "empty")
+            if conv and row["conv_id"] != conv[0][2]["conv_id"]:
+                yield from _ed_conversation(p, conv)
+                conv = []
+            if conv and idx != conv[-1][1] + 1:
+                raise RecordError(p, line, "utterance_idx", f"expected {conv[-1][1] + 1} after {conv[-1][1]}, got {idx}")
+            if not conv and idx != 1:
+                raise RecordError(p, line, "utterance_idx", f"a conversation must start at 1, got {idx}")
+            conv.append((line, idx, row))
+    if conv:
+        yield from _ed_conversation(p, conv)
+
+
+def _ed_conversation(p: Path, conv: list[tuple[int, int, dict]]) -> Iterator[EvalItem]:
+    from ..emotions import LABEL_BY_ID
+
+    first_line, _, first = conv[0]
+    labels = {r["label"] for _, _, r in conv}
+    if len(labels) > 1:
+        raise RecordError(p, conv[-1][0], "label", f"conversation {first['conv_id']} has several labels {sorted(labels)}")
+    gold = LABEL_BY_ID[int(first["label"])]
+    situation = _ed_text(first["prompt"])
+    history: list[dict[str, str]] = []
+    turn = 0
+    for line, idx, row in conv:
+        text = _ed_text(row["utterance"])
+        if idx % 2 == 1:
+            history.append({"role": "user", "content": text})
+            continue
+        turn += 1
+        yield EvalItem(
+            id=f"{first['conv_id']}#t{turn}",
+            dataset="ed",
+            dialogue_id=first["conv_id"],
+            turn_index=turn,
+            situation=situation,
+            gold_emotion=gold,
+            history=list(history),
+            gold_response=text,
+            meta={"line": line},
+        )
+        history.append({"role": "assistant", "content": text})
+
+
+# -- ESConv ----------------------------------------------------------------------------------------
+class _ESConvTurn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    text: str
+    speaker: Literal["usr", "sys"]
+
+
+class _ESConvRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    emotion_type: str
+    problem_type: str = ""
+    experience_type: str = ""
+    situation: str = ""
+    dialog: list[_ESConvTurn]
+    survey_score: dict[str, Any] = Field(default_factory=dict)
+
+
+class EmotionMapEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str | None
+    match: Literal["exact", "approximate", "none"]
+
+
+@lru_cache(maxsize=8)
+def load_esconv_map(path: str | None = None) -> dict[str, EmotionMapEntry]:
+    """The ESConv emotion_type -> ED label mapping (resources/eval/esconv_emotion_map.yaml)."""
+    from ..emotions import LABELS
+    from ..paths import resource_path
+
+    p = Path(path) if path else resource_path("eval", "esconv_emotion_map.yaml")
+    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    out: dict[str, EmotionMapEntry] = {}
+    for key, val in raw.items():
+        try:
+            entry = EmotionMapEntry.model_validate(val)
+        except ValidationError as exc:
+            raise ValueError(f"{p}: entry {key!r}: {exc.errors()[0]['msg']}") from None
+        if entry.label is not None and entry.label not in LABELS:
+            raise ValueError(f"{p}: entry {key!r}: {entry.label!r} is not one of the 32 labels")
+        if (entry.label is None) != (entry.match == "none"):
+            raise ValueError(f"{p}: entry {key!r}: label must be null exactly when match is none")
+        out[str(key).strip().lower()] = entry
+    return out
+
+
+def _esconv_items(path: str | Path, include_approximate: bool, map_path: str | Path | None) -> Iterator[EvalItem]:
+    """ESConv: merge runs of one speaker into a turn; generate each supporter turn after a seeker turn."""
+    mapping = load_esconv_map(str(map_path) if map_path else None)
+    p = Path(path)
+    for n, rec in iter_jsonl(p, model=_ESConvRecord):
+        key = rec.emotion_type.strip().lower()
+        if key not in mapping:
+            raise RecordError(p, n, "emotion_type", f"{rec.emotion_type!r} is not in the ESConv emotion map")
+        entry = mapping[key]
+        gold = entry.label if (entry.match == "exact" or (entry.match == "approximate" and include_approximate)) else None
+        blocks: list[list[str]] = []  # [speaker, text]
+        for i, t in enumerate(rec.dialog):
+            text = t.text.strip()
+            if not text:
+                raise RecordError(p, n, f"dialog.{i}.text", "empty utterance")
+            if blocks and blocks[-1][0] == t.speaker:
+                blocks[-1][1] += "\n" + text
+            else:
+                blocks.append([t.speaker, text])
+        while blocks and blocks[0][0] == "sys":  # an opening greeting before the seeker speaks
+            blocks.pop(0)
+        dialogue_id = f"esconv-{p.stem}-{n}"
+        seeker = rec.survey_score.get("seeker", {}) if isinstance(rec.survey_score, dict) else {}
+        profile = f"Problem: {rec.problem_type}. Experience: {rec.experience_type}.".strip()
+        history: list[dict[str, str]] = []
+        turn = 0
+        for speaker, text in blocks:
+            if speaker == "usr":
+                history.append({"role": "user", "content": text})
+                continue
+            turn += 1
+            yield EvalItem(
+                id=f"{dialogue_id}#t{turn}",
+                dataset="esconv",
+                dialogue_id=dialogue_id,
+                turn_index=turn,
+                profile=profile,
+                situation=rec.situation.strip(),
+                gold_emotion=gold,
+                history=list(history),
+                gold_response=text,
+                meta={
+                    "line": n,
+                    "emotion_type": rec.emotion_type,
+                    "emotion_match": entry.match,
+                    "seeker_empathy": seeker.get("empathy"),
+                },
+            )
+            history.append({"role": "assistant", "content": text})

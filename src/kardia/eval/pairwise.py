@@ -1,0 +1,142 @@
+"""`kardia eval-pairwise DIR_A DIR_B`: the judge compares two runs' replies to the same turns.
+
+Labels are hidden and every pair is judged in both orders (`kardia.judge.pairwise.PairwiseJudge`);
+a verdict that flips with the order counts as a tie. Outcomes (win / tie / loss for run A) are
+appended per item to OUT/pairwise.jsonl, so an interrupted comparison resumes; the summary gives each
+share with a 95% cluster-bootstrap interval. A judge failure is counted and excluded, never a tie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from ..records import JsonlAppender, done_keys, iter_jsonl
+from .metrics import fmt_ci, proportions_with_intervals
+from .report import STYLE, _html_table, _img, _md_table
+
+OUTCOMES = ("win", "tie", "loss")
+
+
+def _pairs(dir_a: Path, dir_b: Path, limit: int | None, seed: int) -> list[tuple[dict, dict]]:
+    import random
+
+    from .run import read_results
+
+    a = {r["id"]: r for r in read_results(dir_a)}
+    b = {r["id"]: r for r in read_results(dir_b)}
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        raise ValueError(f"{dir_a} and {dir_b} share no scored items: were they run on the same data?")
+    if limit is not None and limit < len(ids):
+        ids = sorted(random.Random(seed).sample(ids, limit))
+    return [(a[i], b[i]) for i in ids]
+
+
+async def _judge_all(judge, pairs, appender: JsonlAppender, done: set, concurrency: int, on_done) -> None:
+    from ..judge import JudgeItem
+
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(ra: dict, rb: dict) -> None:
+        async with sem:
+            item = JudgeItem(profile=ra.get("profile", ""), situation=ra.get("situation", ""),
+                             history=ra.get("history") or [], response="")
+            res = await judge.acompare(item, ra.get("response", ""), rb.get("response", ""))
+        if res.error and "LLMError" in res.error:
+            on_done(False)  # a call that failed: not written, retried on the next run
+            return
+        outcome = None if res.error else ("tie" if res.preferred is None else ("win" if res.preferred == "first" else "loss"))
+        appender.write({"id": ra["id"], "dialogue_id": ra["dialogue_id"], "outcome": outcome, "error": res.error,
+                        "first_as_a": res.first_as_a, "first_as_b": res.first_as_b, "flipped": res.flipped,
+                        "response_a": ra.get("response", ""), "response_b": rb.get("response", "")})
+        on_done(True)
+
+    await asyncio.gather(*(one(ra, rb) for ra, rb in pairs if ra["id"] not in done))
+
+
+def run_pairwise(dir_a: str | Path, dir_b: str | Path, out: str | Path, judge: str = "embedded", rubric: str = "kardia",
+                 scorer: str = "text", limit: int | None = None, seed: int = 0, n_boot: int = 1000,
+                 concurrency: int = 64, progress: bool = True) -> dict[str, Any]:
+    """Judge every common item (or a seeded sample of `limit`), then summarise into OUT."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..judge.pairwise import PairwiseJudge
+
+    dir_a, dir_b, out = Path(dir_a), Path(dir_b), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"a": str(dir_a), "b": str(dir_b), "judge": judge, "rubric": rubric, "scorer": scorer, "limit": limit,
+            "seed": seed}
+    meta_path = out / "pairwise_run.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text(encoding="utf-8"))
+        if old != meta:
+            raise ValueError(f"{meta_path}: this folder holds a different comparison ({old}); use another --out")
+    meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    pairs = _pairs(dir_a, dir_b, limit, seed)
+    path = out / "pairwise.jsonl"
+    done = done_keys(path)
+    pj = PairwiseJudge(model=judge, rubric=rubric, scorer=scorer)
+    failed = {"n": 0}
+    with Progress(TextColumn("[bold]pairwise[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  disable=not progress) as bar:
+        task = bar.add_task("judge", total=len(pairs), completed=len([p for p in pairs if p[0]["id"] in done]))
+
+        def on_done(ok: bool) -> None:
+            bar.advance(task)
+            if not ok:
+                failed["n"] += 1
+
+        with JsonlAppender(path) as app:
+            asyncio.run(_judge_all(pj, pairs, app, done, concurrency, on_done))
+    summary = summarise_pairwise(out, n_boot=n_boot, seed=seed)
+    summary["call_failures_to_retry"] = failed["n"]
+    return summary
+
+
+def summarise_pairwise(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Recompute the win / tie / loss table from OUT/pairwise.jsonl and write pairwise.md/html/png."""
+    out = Path(out)
+    meta = json.loads((out / "pairwise_run.json").read_text(encoding="utf-8"))
+    recs = [r for _, r in iter_jsonl(out / "pairwise.jsonl")] if (out / "pairwise.jsonl").exists() else []
+    judged = [r for r in recs if r["outcome"] is not None]
+    shares = proportions_with_intervals([r["outcome"] for r in judged], [r["dialogue_id"] for r in judged], OUTCOMES,
+                                        n_boot=n_boot, seed=seed)
+    flips = [r for r in judged if r.get("flipped")]
+    summary = {"a": meta["a"], "b": meta["b"], "judge": meta["judge"], "n_pairs": len(recs), "n_judged": len(judged),
+               "judge_failures": len(recs) - len(judged), "shares": shares,
+               "counts": {o: sum(1 for r in judged if r["outcome"] == o) for o in OUTCOMES},
+               "flip_rate": (len(flips) / len(judged)) if judged else None,
+               "first_position_wins": sum((r.get("first_as_a") == "first") + (r.get("first_as_b") == "second") for r in judged)}
+    (out / "pairwise_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    rows = [[o, summary["counts"][o], fmt_ci(shares[o], pct=True)] for o in OUTCOMES]
+    figs = []
+    if judged:
+        from .report import _plt
+
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(5, 3))
+        vals = [shares[o]["value"] for o in OUTCOMES]
+        err = [[v - shares[o]["lo"] if shares[o]["lo"] is not None else 0 for o, v in zip(OUTCOMES, vals)],
+               [shares[o]["hi"] - v if shares[o]["hi"] is not None else 0 for o, v in zip(OUTCOMES, vals)]]
+        ax.bar(OUTCOMES, vals, yerr=err, capsize=4, color=["#2a9d8f", "#bbbbbb", "#e76f51"])
+        ax.set_ylim(0, 1)
+        ax.set_title("A vs B: win / tie / loss for A (95% CI)")
+        fig.tight_layout()
+        fig.savefig(out / "pairwise.png", dpi=110)
+        plt.close(fig)
+        figs.append("pairwise.png")
+    intro = (f"A = `{meta['a']}`, B = `{meta['b']}`, judge `{meta['judge']}`. Each pair judged in both orders with "
+             f"labels hidden; a verdict that flips with the order is a tie. {summary['n_judged']} pairs judged, "
+             f"{summary['judge_failures']} judge failures (excluded). Flip rate: "
+             + (f"{100 * summary['flip_rate']:.1f}%" if summary["flip_rate"] is not None else "n/a") + ".")
+    md = ["# Pairwise comparison", "", intro, "", _md_table(["outcome for A", "count", "share [95% CI]"], rows), ""]
+    md += [f"![pairwise]({f})" for f in figs]
+    (out / "pairwise.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    h = ["<!doctype html><html><head><meta charset='utf-8'><title>kardia pairwise</title>", STYLE, "</head><body>",
+         "<h1>Pairwise comparison</h1>", f"<p>{intro.replace('`', '')}</p>",
+         _html_table(["outcome for A", "count", "share [95% CI]"], rows)] + [_img(out, f) for f in figs] + ["</body></html>"]
+    (out / "pairwise.html").write_text("\n".join(h), encoding="utf-8")
+    return summary

@@ -1,0 +1,371 @@
+"""`kardia eval`: generate, parse and score every assistant turn; results appended item by item.
+
+Two modes, so baselines are treated fairly:
+- spans: the Kardia system prompt; the model writes the four spans; the emotion span is read
+  strictly (`kardia.emotions.normalize`) and the format is checked (`kardia.spans.parse`).
+- plain: a plain listener prompt; the model just answers; a separate call asks it for the emotion
+  (prompt `resources/prompts/eval/emotion_question.txt`). Format validity is not applicable.
+`auto` picks spans when the model's tokenizer knows the span tokens, else plain (remote models: plain).
+
+Per-item records go to `OUT/results.jsonl` (append + fsync); a rerun skips ids already there, so a
+killed eval resumes. A generation or judge *call* failure leaves the item out (retried on the next
+run); a judge answer that cannot be parsed is written as a counted judge failure, never a score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..config import KardiaConfig
+from ..records import JsonlAppender, done_keys, iter_jsonl
+from .loaders import EvalItem, load_items
+
+RESULTS = "results.jsonl"
+RUN_FILE = "run.json"
+
+
+class EvalConfig(KardiaConfig):
+    """Everything one eval run depends on (saved to OUT/run.json; a resume must match it)."""
+
+    model: str = "embedded"
+    data: str = ""
+    format: Literal["auto", "kardia", "ed", "esconv"] = "auto"
+    out: str = ""
+    mode: Literal["auto", "spans", "plain"] = "auto"
+    judge: str | None = "embedded"  # None or "none": no judged dimensions
+    rubric: str = "kardia"
+    judge_mode: Literal["single", "per_dimension"] = "single"
+    judge_scorer: Literal["text", "probs"] = "text"
+    limit: int | None = None  # first N turns of the data, in file order
+    max_tokens: int = 384  # spans mode: the four spans
+    plain_max_tokens: int = 96  # plain mode: the reply (the paper's responses are ~30 tokens)
+    emotion_max_tokens: int = 12
+    temperature: float = 0.0  # greedy by default: an eval is reproducible and cached
+    top_p: float = 1.0
+    seed: int | None = None
+    max_history_messages: int | None = None  # keep only the last N history messages (None: all)
+    concurrency: int = 64  # items in flight; local backends batch them
+    safety: bool = True  # crisis-handling metric via kardia.safety
+    safety_model: str | None = None
+    esconv_include_approximate: bool = True
+    cache: bool = True
+    n_boot: int = 1000
+    boot_seed: int = 0
+    report: bool = True
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """What must not change between a run and its resume."""
+        keys = ("model", "data", "format", "judge", "rubric", "judge_mode", "judge_scorer", "max_tokens",
+                "plain_max_tokens", "emotion_max_tokens", "temperature", "top_p", "seed", "max_history_messages",
+                "esconv_include_approximate")
+        d = self.model_dump(mode="json")
+        return {k: d[k] for k in keys}
+
+
+class EvalError(RuntimeError):
+    pass
+
+
+def detect_mode(model: str) -> str:
+    """spans when a local model's tokenizer has the span tokens (a Kardia-trained model), else plain."""
+    from ..llm import parse_model_string, resolve_model_path
+    from ..spans import SPAN_TOKENS
+
+    spec = parse_model_string(model)
+    if spec.kind == "openai":
+        return "plain"
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(model))
+    vocab = tok.get_vocab()
+    return "spans" if all(t in vocab for t in SPAN_TOKENS) else "plain"
+
+
+def _judge_off(cfg: EvalConfig) -> bool:
+    return cfg.judge is None or str(cfg.judge).lower() in ("", "none", "off")
+
+
+def _visible(content: str) -> str:
+    """A history turn as a user saw it: the response span when there are spans, else the text."""
+    from ..spans import parse
+
+    p = parse(content)
+    return p.response if p.response else content
+
+
+def _transcript(history: list[dict]) -> str:
+    return "\n".join(f"{'Person' if m['role'] == 'user' else 'Listener'}: {m['content']}" for m in history)
+
+
+def read_plain_emotion(text: str) -> tuple[str | None, str]:
+    """(label, how): the whole answer normalised, else its first line, else one label among its words."""
+    from ..emotions import normalize
+
+    label = normalize(text)
+    if label:
+        return label, "exact"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    label = normalize(first)
+    if label:
+        return label, "first_line"
+    found = {normalize(w) for w in first.replace(",", " ").replace(".", " ").split()} - {None}
+    if len(found) == 1:
+        return found.pop(), "word"
+    return None, "none"
+
+
+class Evaluator:
+    """Scores single items; shared by the eval run and reusable by other callers."""
+
+    def __init__(self, cfg: EvalConfig, mode: str):
+        from ..llm import SamplingParams, load_llm
+
+        self.cfg = cfg
+        self.mode = mode
+        self.llm = load_llm(cfg.model, cache=cfg.cache)
+        max_tokens = cfg.max_tokens if mode == "spans" else cfg.plain_max_tokens
+        self.gen_params = SamplingParams(max_tokens=max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+        self.emo_params = SamplingParams(
+            max_tokens=cfg.emotion_max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed
+        )
+        if cfg.safety:
+            try:
+                from .. import safety  # noqa: F401
+            except ModuleNotFoundError as exc:
+                raise EvalError(f"the crisis-handling metric needs kardia.safety ({exc}); or pass --set safety=false") from None
+        self.judge = None
+        if not _judge_off(cfg):
+            from ..judge import Judge
+
+            self.judge = Judge(model=cfg.judge, rubric=cfg.rubric, mode=cfg.judge_mode, scorer=cfg.judge_scorer)
+
+    def _history(self, item: EvalItem, visible: bool) -> list[dict]:
+        hist = item.history
+        if self.cfg.max_history_messages:
+            hist = hist[-self.cfg.max_history_messages:]
+            while hist and hist[0]["role"] != "user":
+                hist = hist[1:]
+        return [{"role": m["role"], "content": _visible(m["content"]) if visible else m["content"]} for m in hist]
+
+    def messages(self, item: EvalItem) -> list[dict]:
+        from ..prompts import fill, system_prompt
+
+        if self.mode == "spans":
+            system = item.system or system_prompt(item.profile, item.situation)
+            return [{"role": "system", "content": system}] + self._history(item, visible=False)
+        system = fill("eval/plain_system", profile=item.profile.strip() or "(no profile given)",
+                      situation=item.situation.strip() or "(not stated)")
+        return [{"role": "system", "content": system}] + self._history(item, visible=True)
+
+    def emotion_question(self, item: EvalItem) -> list[dict]:
+        from ..emotions import LABELS
+        from ..prompts import fill
+
+        text = fill("eval/emotion_question", situation=item.situation.strip() or "(not stated)",
+                    transcript=_transcript(self._history(item, visible=True)), labels=", ".join(LABELS))
+        return [{"role": "user", "content": text}]
+
+    async def score(self, item: EvalItem) -> dict[str, Any]:
+        """One finished per-item record. Raises LLMError when a model or judge call fails."""
+        from ..emotions import same_family
+        from ..spans import parse, visible_response
+
+        t0 = time.monotonic()
+        rec: dict[str, Any] = {
+            "id": item.id, "dataset": item.dataset, "dialogue_id": item.dialogue_id, "turn_index": item.turn_index,
+            "mbti": item.mbti, "gold_emotion": item.gold_emotion, "model": self.cfg.model, "mode": self.mode,
+        }
+        if self.mode == "spans":
+            comp = (await self.llm.agenerate([self.messages(item)], self.gen_params))[0]
+            parsed = parse(comp.text)
+            rec.update(output=comp.text, spans=parsed.as_dict(), format_ok=parsed.ok, format_problems=parsed.problems)
+            from ..emotions import normalize
+
+            rec["pred_emotion"] = normalize(parsed.emotion) if parsed.emotion else None
+            rec["emotion_parse"] = "exact" if rec["pred_emotion"] else "none"
+            rec["emotion_output"] = parsed.emotion
+            response = visible_response(comp.text)
+            rec["tokens"] = {"prompt": comp.prompt_tokens, "completion": comp.completion_tokens, "finish": comp.finish_reason}
+        else:
+            comp, emo = await asyncio.gather(
+                self.llm.agenerate([self.messages(item)], self.gen_params),
+                self.llm.agenerate([self.emotion_question(item)], self.emo_params),
+            )
+            comp, emo = comp[0], emo[0]
+            label, how = read_plain_emotion(emo.text)
+            response = comp.text.strip()
+            rec.update(output=comp.text, spans=None, format_ok=None, format_problems=[], pred_emotion=label,
+                       emotion_parse=how, emotion_output=emo.text)
+            rec["tokens"] = {"prompt": comp.prompt_tokens, "completion": comp.completion_tokens, "finish": comp.finish_reason,
+                             "emotion_completion": emo.completion_tokens}
+        rec["response"] = response
+        gold = item.gold_emotion
+        rec["emotion_correct"] = None if gold is None else rec["pred_emotion"] == gold
+        rec["family_correct"] = None if gold is None else same_family(rec["pred_emotion"], gold)
+
+        history = self._history(item, visible=True)
+        judge_task = None
+        if self.judge is not None:
+            from ..judge import JudgeItem
+
+            ji = JudgeItem(profile=item.profile, situation=item.situation, history=history, response=response)
+            judge_task = asyncio.ensure_future(self.judge.ascore(ji))
+        if self.cfg.safety:
+            rec["risk"], rec["crisis_handled"] = await asyncio.to_thread(self._safety, history, response)
+        else:
+            rec["risk"], rec["crisis_handled"] = None, None
+        if judge_task is not None:
+            res = await judge_task
+            scores = getattr(res, "scores", None)
+            rec["judge"] = {
+                "scores": dict(scores) if scores else None,
+                "reasons": dict(getattr(res, "reasons", None) or {}),
+                "reward": getattr(res, "reward", None),
+                "error": getattr(res, "error", None) if not scores else None,
+            }
+        else:
+            rec["judge"] = None
+        rec["profile"], rec["situation"], rec["history"] = item.profile, item.situation, history
+        rec["gold_response"] = item.gold_response
+        rec["seconds"] = round(time.monotonic() - t0, 3)
+        return rec
+
+    def _safety(self, history: list[dict], response: str) -> tuple[dict, bool | None]:
+        from ..safety import assess, handles_crisis
+
+        last = history[-1]["content"] if history else ""
+        a = assess(last, history[:-1], model=self.cfg.safety_model)
+        risk = {"level": a.level, "category": a.category, "at_risk": bool(a.at_risk), "evidence": list(a.evidence)[:5]}
+        return risk, (bool(handles_crisis(response, a)) if a.at_risk else None)
+
+
+def _check_run_file(out: Path, cfg: EvalConfig, mode: str) -> dict:
+    path = out / RUN_FILE
+    ident = {**cfg.identity(), "mode": mode}
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        before = old.get("identity", {})
+        diff = {k: (before.get(k), v) for k, v in ident.items() if before.get(k) != v}
+        if diff:
+            detail = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            raise EvalError(f"{path}: this folder holds a different eval ({detail}); use another --out")
+        return old
+    return {"identity": ident, "config": cfg.model_dump(mode="json"), "runs": []}
+
+
+def _write_run_file(out: Path, data: dict) -> None:
+    tmp = out / (RUN_FILE + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(out / RUN_FILE)
+
+
+async def _run_items(ev: Evaluator, items, appender: JsonlAppender, concurrency: int, on_done) -> list[str]:
+    """Keep up to `concurrency` items in flight; write each as it finishes. Returns failure messages."""
+    from ..llm import LLMError
+
+    failures: list[str] = []
+    pending: set[asyncio.Task] = set()
+    it = iter(items)
+    exhausted = False
+    while True:
+        while not exhausted and len(pending) < concurrency:
+            try:
+                item = next(it)
+            except StopIteration:
+                exhausted = True
+                break
+            task = asyncio.ensure_future(ev.score(item))
+            task.item_id = item.id  # type: ignore[attr-defined]
+            pending.add(task)
+        if not pending:
+            return failures
+        finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for t in finished:
+            exc = t.exception()
+            if exc is None:
+                appender.write(t.result())
+                on_done(ok=True)
+            elif isinstance(exc, LLMError):
+                failures.append(f"{t.item_id}: {exc}")  # type: ignore[attr-defined]
+                on_done(ok=False)
+            else:
+                for p in pending:
+                    p.cancel()
+                for other in finished:
+                    if other is not t and not other.cancelled():
+                        other.exception()  # retrieved: one error is raised, not a flood of warnings
+                raise exc
+
+
+def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) an eval into `cfg.out`, then write the report. Returns a summary."""
+    if not cfg.data:
+        raise EvalError("no data: pass --data FILE (KardiaBench .jsonl, ED .csv or ESConv .jsonl)")
+    if not cfg.out:
+        raise EvalError("no output folder: pass --out DIR")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    mode = detect_mode(cfg.model) if cfg.mode == "auto" else cfg.mode
+    run_info = _check_run_file(out, cfg, mode)
+    results = out / RESULTS
+    done = done_keys(results, key="id")
+
+    load = lambda: load_items(cfg.data, cfg.format, cfg.limit, cfg.esconv_include_approximate)  # noqa: E731
+    total = sum(1 for _ in load())  # a streaming pass: validates the whole file before any model call
+    todo = (it for it in load() if it.id not in done)
+    ev = Evaluator(cfg, mode)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.monotonic()
+    counts = {"ok": 0, "failed": 0}
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"{cfg.model} ({mode})", total=total, completed=min(len(done), total))
+
+        def on_done(ok: bool) -> None:
+            counts["ok" if ok else "failed"] += 1
+            if ok:
+                bar.advance(task)
+
+        with JsonlAppender(results) as app:
+            failures = asyncio.run(_run_items(ev, todo, app, max(1, cfg.concurrency), on_done))
+    wall = time.monotonic() - t0
+    run_info.setdefault("runs", []).append({
+        "started": started, "wall_s": round(wall, 2), "items_scored": counts["ok"], "items_failed": counts["failed"],
+        "skipped_done": len(done), "concurrency": cfg.concurrency,
+    })
+    run_info["mode"] = mode
+    run_info["total_items"] = total
+    _write_run_file(out, run_info)
+    summary: dict[str, Any] = {"out": str(out), "mode": mode, "total": total, "scored_now": counts["ok"],
+                               "already_done": len(done), "failures": failures, "wall_s": wall}
+    if cfg.report:
+        from .report import build_report
+
+        summary["metrics"] = build_report(out, n_boot=cfg.n_boot, seed=cfg.boot_seed)
+    return summary
+
+
+def read_results(out: str | Path) -> list[dict]:
+    """The per-item records of an eval folder (one per id; a later duplicate would be an error)."""
+    path = Path(out) / RESULTS
+    seen: set[str] = set()
+    records = []
+    for n, rec in iter_jsonl(path):
+        if rec.get("id") in seen:
+            from ..records import RecordError
+
+            raise RecordError(path, n, "id", f"duplicate item {rec.get('id')!r}")
+        seen.add(rec.get("id"))
+        records.append(rec)
+    return records

@@ -1,0 +1,93 @@
+"""Pairwise comparison with hidden labels, in both orders (position bias is measured, not assumed away).
+
+Each pair is judged twice: first response as A, then as B. A verdict that follows the position
+(A both times, or B both times) is a flip; only an order-consistent preference counts as a win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from pydantic import BaseModel
+
+from ..llm import LLMError, SamplingParams
+from ..prompts import fill
+from .core import JudgeItem, data_sections
+from .isolate import data_block
+from .parse import JudgeParseError, parse_verdict
+from .rubric import Rubric, load_rubric
+
+
+class PairwiseResult(BaseModel):
+    first_as_a: Literal["first", "second"] | None = None  # winner when the first response is shown as A
+    first_as_b: Literal["first", "second"] | None = None  # winner when the first response is shown as B
+    preferred: Literal["first", "second"] | None = None  # the order-consistent winner, else None
+    flipped: bool | None = None  # True when the verdict followed the position instead of the content
+    error: str | None = None
+    probs: dict[str, dict[str, float]] | None = None
+
+
+class PairwiseJudge:
+    def __init__(
+        self,
+        model: str = "embedded",
+        rubric: str | Rubric = "kardia",
+        scorer: Literal["text", "probs", "auto"] = "text",
+        *,
+        llm=None,
+        cache: bool | str = True,
+        max_tokens: int = 200,
+        llm_options: dict | None = None,
+    ):
+        self.model = model
+        self.rubric = load_rubric(rubric)
+        self._scorer = scorer
+        self._llm = llm
+        self.cache = cache
+        self.max_tokens = max_tokens
+        self.llm_options = llm_options or {}
+
+    @property
+    def llm(self):
+        if self._llm is None:
+            from ..llm import load_llm
+
+            self._llm = load_llm(self.model, cache=self.cache, **self.llm_options)
+        return self._llm
+
+    @property
+    def scorer(self) -> str:
+        if self._scorer == "auto":
+            return "probs" if hasattr(self.llm, "anext_token_probs") else "text"
+        return self._scorer
+
+    def messages(self, item: JudgeItem, a: str, b: str, template: str) -> list[dict]:
+        sections = data_sections(item)[:-1] + [("reply A", a), ("reply B", b)]
+        block, tag = data_block(sections)
+        user = fill(template, rubric_name=self.rubric.name, rubric=self.rubric.describe(), data=block)
+        return [{"role": "system", "content": fill("judge/system", tag=tag)}, {"role": "user", "content": user}]
+
+    async def _one(self, item: JudgeItem, a: str, b: str) -> tuple[str, dict | None]:
+        if self.scorer == "probs":
+            p = (await self.llm.anext_token_probs([self.messages(item, a, b, "judge/pairwise_probs")], ["A", "B"], ""))[0]
+            return ("A" if p["A"] >= p["B"] else "B"), p
+        text = (await self.llm.achat(self.messages(item, a, b, "judge/pairwise"), SamplingParams(max_tokens=self.max_tokens, temperature=0.0))).text
+        return parse_verdict(text, ["A", "B"]), None
+
+    async def acompare(self, item: JudgeItem | dict, first: str, second: str) -> PairwiseResult:
+        """`item` gives the context (its `response` is ignored); `first` and `second` are compared."""
+        item = item if isinstance(item, JudgeItem) else JudgeItem.model_validate(item)
+        try:
+            (v1, p1), (v2, p2) = await asyncio.gather(self._one(item, first, second), self._one(item, second, first))
+        except (JudgeParseError, LLMError) as exc:
+            return PairwiseResult(error=f"{type(exc).__name__}: {exc}")
+        w1 = "first" if v1 == "A" else "second"
+        w2 = "first" if v2 == "B" else "second"
+        return PairwiseResult(
+            first_as_a=w1,  # type: ignore[arg-type]
+            first_as_b=w2,  # type: ignore[arg-type]
+            preferred=w1 if w1 == w2 else None,  # type: ignore[arg-type]
+            flipped=w1 != w2,
+            probs={"first_as_a": p1, "first_as_b": p2} if p1 is not None else None,
+        )

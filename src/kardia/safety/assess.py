@@ -1,0 +1,111 @@
+"""`assess(message, history, model)`: patterns, then conversation context, then (optionally) a model.
+
+Context: a short "yes" after the assistant asked about suicide is a disclosure; "tonight" after earlier
+talk of pills is an escalation. Risk only in older turns does not flag the current one by itself, so a
+person who disclosed and then talks about something else is not answered with the same script forever.
+The model check can raise a level or add a category, never lower what the patterns found (the patterns
+are the high-precision layer).
+"""
+
+from __future__ import annotations
+
+from .model_check import ModelCheckError, amodel_check
+from .patterns import Match, load_patterns
+from .types import CATEGORY_PRIORITY, RiskAssessment, level_rank
+
+HISTORY_USER_TURNS = 3
+
+
+def _from_matches(matches: list[Match], source: str = "patterns") -> RiskAssessment:
+    if not matches:
+        return RiskAssessment(source=source)
+    best = max(matches, key=lambda m: (level_rank(m.level), -CATEGORY_PRIORITY.index(m.category)))
+    cats: list[str] = []
+    for m in sorted(matches, key=lambda m: (-level_rank(m.level), CATEGORY_PRIORITY.index(m.category))):
+        if m.category not in cats:
+            cats.append(m.category)
+    return RiskAssessment(
+        category=best.category,
+        level=best.level,
+        categories=cats,
+        rules=[m.rule for m in matches],
+        evidence=[f"{m.rule}: {m.text!r}" for m in matches],
+        source=source,
+    )
+
+
+def _merge(base: RiskAssessment, other: RiskAssessment) -> RiskAssessment:
+    """Union of two assessments: the higher level names the category; errors and evidence add up."""
+    if not other.at_risk:
+        return base.model_copy(update={"errors": base.errors + other.errors})
+    if not base.at_risk:
+        return other.model_copy(update={"errors": base.errors + other.errors, "evidence": base.evidence + other.evidence})
+    top = base if level_rank(base.level) >= level_rank(other.level) else other
+    cats = list(dict.fromkeys(base.categories + other.categories))
+    return RiskAssessment(
+        category=top.category,
+        level=top.level,
+        categories=cats,
+        rules=base.rules + other.rules,
+        evidence=base.evidence + other.evidence,
+        source=f"{base.source}+{other.source}",
+        errors=base.errors + other.errors,
+    )
+
+
+def assess_patterns(message: str, history: list[dict] | None = None, patterns: str | None = None) -> RiskAssessment:
+    """The pattern and context layers only (no model): fast, deterministic."""
+    ps = load_patterns(patterns)
+    result = _from_matches(ps.find(message))
+    history = [m for m in (history or []) if isinstance(m, dict)]
+    if not history:
+        return result
+    last_assistant = next((m for m in reversed(history) if m.get("role") == "assistant"), None)
+    users = [m for m in history if m.get("role") == "user"][-HISTORY_USER_TURNS:]
+    earlier = _from_matches([x for m in users for x in ps.find(str(m.get("content", "")))], source="context")
+    if not result.at_risk and last_assistant is not None:
+        if ps.is_risk_question(str(last_assistant.get("content", ""))) and ps.is_affirmative(message):
+            return RiskAssessment(
+                category="self_harm",
+                level="medium",
+                categories=["self_harm"],
+                rules=["ctx_affirmative_answer"],
+                evidence=["ctx_affirmative_answer: yes to the assistant's question about risk"],
+                source="context",
+            )
+    if earlier.at_risk and ps.is_escalation(message):
+        escalated = earlier.model_copy(
+            update={
+                "level": "high",
+                "rules": earlier.rules + ["ctx_escalation"],
+                "evidence": earlier.evidence + ["ctx_escalation: the risk named earlier now has a time or a farewell"],
+                "source": "context",
+            }
+        )
+        return _merge(result, escalated) if result.at_risk else escalated
+    return result
+
+
+async def aassess(
+    message: str, history: list[dict] | None = None, model: str | None = None, patterns: str | None = None
+) -> RiskAssessment:
+    result = assess_patterns(message, history, patterns)
+    if not model:
+        return result
+    try:
+        verdict = await amodel_check(message, history, model)
+    except ModelCheckError as exc:
+        import logging
+
+        logging.getLogger("kardia.safety").warning("%s", exc)
+        return result.model_copy(update={"errors": result.errors + [str(exc)]})
+    return _merge(result, verdict)
+
+
+def assess(message: str, history: list[dict] | None = None, model: str | None = None, patterns: str | None = None) -> RiskAssessment:
+    """Classify the newest user message (with recent history): category, level and evidence."""
+    if not model:
+        return assess_patterns(message, history, patterns)
+    from ..llm.types import run_sync
+
+    return run_sync(aassess(message, history, model, patterns))

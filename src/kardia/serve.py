@@ -1,0 +1,335 @@
+"""`kardia serve MODEL`: an OpenAI-compatible endpoint for a four-span model, crisis guard always on.
+
+Built on FastAPI + uvicorn (no hand-written HTTP); generation goes through `kardia.llm.load_llm`, whose
+local backend batches concurrent requests into one `generate` call.
+
+What clients get:
+- `content` is only the response span (`kardia.spans.visible_response`): never the understanding or
+  the reasoning. The emotion travels in `choices[i].kardia` (and `message.kardia`); with
+  `--expose-spans` the other spans too.
+- Every request's last user message (with its history) passes the crisis guard first. At risk, the
+  reply is the policy's safe reply and the model is not called, so it cannot override it.
+- Requests longer than the model's context get a 400 in OpenAI's error format.
+
+Streaming (`stream=true`): we generate the whole answer, then stream the visible response in
+OpenAI-format chunks. Why not stream tokens: the response span comes last (understanding, reasoning
+and emotion precede it), so buffering until it opens saves only the ~30 response tokens of a ~150
+token answer; time to first visible word is almost the same. Generating first also means the output
+check (no method content) runs before a single word is shown, errors arrive as proper HTTP errors
+instead of a stream cut halfway, and the local backend can keep batching whole generations.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .config import KardiaConfig
+
+
+class ServeConfig(KardiaConfig):
+    model: str = "embedded"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    locale: Optional[str] = None  # crisis resources; the shipped default is NOT localised
+    expose_spans: bool = False
+    log_crisis_text: bool = False
+    crisis_log: Optional[str] = None  # JSONL file of guard events (no message text unless log_crisis_text)
+    guard_model: Optional[str] = None  # optional model-based safety check
+    max_batch: int = 8
+    max_tokens: int = 256  # when the client sends none
+    temperature: float = 0.7
+    max_context: Optional[int] = None  # override the model's context length (local models read it)
+    served_name: Optional[str] = None  # the id in /v1/models (default: the model string)
+    stream_chunk_words: int = 3
+
+
+def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(
+        status_code=status, content={"error": {"message": message, "type": type_, "param": param, "code": code}}
+    )
+
+
+def _text_of(content: Any) -> str:
+    """OpenAI content is a string or a list of parts; only text parts are read."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") in ("text", None))
+    raise ValueError(f"content must be a string or a list of parts, got {type(content).__name__}")
+
+
+class _Engine:
+    """The model, its tokenizer (for the context check) and the guard, shared by all requests."""
+
+    def __init__(self, cfg: ServeConfig, llm: Any = None):
+        from .llm import load_llm, parse_model_string
+        from .safety import Guard
+
+        self.cfg = cfg
+        self.spec = parse_model_string(cfg.model)
+        self.name = cfg.served_name or self.spec.display
+        self.local = self.spec.kind in ("embedded", "local")
+        options = {"max_batch": cfg.max_batch} if self.local else {"max_concurrency": cfg.max_batch}
+        self.llm = llm if llm is not None else load_llm(cfg.model, cache=False, **options)
+        self.guard = Guard(
+            locale_file=cfg.locale, log_text=cfg.log_crisis_text, model=cfg.guard_model, log_file=cfg.crisis_log
+        )
+        self.tokenizer = None
+        self.max_context = cfg.max_context
+        if self.local:
+            from transformers import AutoConfig, AutoTokenizer
+
+            from .llm import resolve_model_path
+
+            path = resolve_model_path(cfg.model)
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            if self.max_context is None:
+                mc = AutoConfig.from_pretrained(path)
+                self.max_context = int(getattr(mc, "max_position_embeddings", 0) or 0) or None
+        self.created = int(time.time())
+
+    def count_tokens(self, conversation: list[dict]) -> int | None:
+        if self.tokenizer is None:
+            return None
+        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def create_app(cfg: ServeConfig, llm: Any = None):
+    """The FastAPI app (tests run it in-thread with uvicorn; `kardia serve` runs it with uvicorn.run)."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from pydantic import BaseModel, ConfigDict
+
+    from .emotions import normalize
+    from .llm import LLMError, SamplingParams
+    from .prompts import system_prompt
+    from .spans import parse, visible_response
+
+    engine = _Engine(cfg, llm)
+    app = FastAPI(title="kardia serve", version="1")
+    app.state.engine = engine
+
+    class ChatRequest(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        model: str
+        messages: list[dict]
+        stream: bool = False
+        max_tokens: Optional[int] = None
+        max_completion_tokens: Optional[int] = None
+        temperature: Optional[float] = None
+        top_p: Optional[float] = None
+        seed: Optional[int] = None
+        stop: Optional[str | list[str]] = None
+        n: Optional[int] = 1
+        stream_options: Optional[dict] = None
+        kardia: Optional[dict] = None  # {"profile": str, "situation": str}
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError):
+        e = exc.errors()[0]
+        loc = ".".join(str(x) for x in e.get("loc", []) if x != "body")
+        return _error(400, f"field {loc or 'body'}: {e.get('msg')}", param=loc or None)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": engine.name, "guard": "on", "locale": engine.guard.locale.name}
+
+    @app.get("/v1/models")
+    async def models():
+        return {
+            "object": "list",
+            "data": [{"id": engine.name, "object": "model", "created": engine.created, "owned_by": "kardia"}],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatRequest):
+        rid = "chatcmpl-" + uuid.uuid4().hex[:24]
+        if req.model != engine.name:
+            return _error(404, f"The model '{req.model}' does not exist; this server serves '{engine.name}'.", param="model", code="model_not_found")
+        if (req.n or 1) != 1:
+            return _error(400, "only n=1 is supported", param="n")
+        try:
+            msgs = [{"role": str(m.get("role", "")), "content": _text_of(m.get("content"))} for m in req.messages]
+        except ValueError as exc:
+            return _error(400, f"messages: {exc}", param="messages")
+        bad = [i for i, m in enumerate(msgs) if m["role"] not in ("system", "user", "assistant")]
+        if bad:
+            return _error(400, f"messages[{bad[0]}].role: must be system, user or assistant", param="messages")
+        if not msgs or msgs[-1]["role"] != "user":
+            return _error(400, "the last message must come from the user", param="messages")
+        client_system = [m for m in msgs if m["role"] == "system"]
+        dialogue = [m for m in msgs if m["role"] != "system"]
+        extra = req.kardia or {}
+        if client_system and (extra.get("profile") or extra.get("situation")):
+            return _error(400, "give either a system message or kardia.profile/kardia.situation, not both", param="kardia")
+        system = (
+            "\n\n".join(m["content"] for m in client_system)
+            if client_system
+            else system_prompt(str(extra.get("profile") or ""), str(extra.get("situation") or ""))
+        )
+        conversation = [{"role": "system", "content": system}, *dialogue]
+        max_tokens = req.max_completion_tokens or req.max_tokens or cfg.max_tokens
+        if max_tokens < 1:
+            return _error(400, "max_tokens must be at least 1", param="max_tokens")
+        n_prompt = engine.count_tokens(conversation)
+        if engine.max_context and n_prompt is not None and n_prompt + max_tokens > engine.max_context:
+            return _error(
+                400,
+                f"This model's maximum context length is {engine.max_context} tokens. However, you requested "
+                f"{n_prompt + max_tokens} tokens ({n_prompt} in the messages, {max_tokens} in the completion). "
+                "Please reduce the length of the messages or completion.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+
+        # the guard: newest user message with the history before it
+        assessment = await engine.guard.acheck(dialogue[-1]["content"], dialogue[:-1], request_id=rid)
+        safety = {"at_risk": assessment.at_risk, "category": assessment.category, "level": assessment.level}
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        if assessment.at_risk:
+            content = engine.guard.crisis_reply(assessment)
+            info: dict[str, Any] = {"emotion": None, "guarded": True, "safety": safety}
+        else:
+            stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+            params = SamplingParams(
+                max_tokens=max_tokens,
+                temperature=cfg.temperature if req.temperature is None else req.temperature,
+                top_p=1.0 if req.top_p is None else req.top_p,
+                seed=req.seed,
+                stop=stop,
+            )
+            try:
+                completion = (await engine.llm.agenerate([conversation], params))[0]
+            except LLMError as exc:
+                return _error(502, f"the model failed: {exc}", type_="server_error", code="model_error")
+            parsed = parse(completion.text)
+            content = visible_response(completion.text)
+            replaced = engine.guard.check_output(content, request_id=rid)
+            if replaced is not None:
+                content = replaced
+            info = {
+                "emotion": normalize(parsed.emotion) if parsed.emotion else None,
+                "emotion_raw": parsed.emotion,
+                "spans_ok": parsed.ok,
+                "guarded": replaced is not None,
+                "safety": safety,
+            }
+            if cfg.expose_spans:
+                info["spans"] = parsed.as_dict()
+            usage = {
+                "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens,
+                "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+            }
+        created = int(time.time())
+        if not req.stream:
+            return JSONResponse(
+                {
+                    "id": rid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": engine.name,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": content, "kardia": info},
+                            "finish_reason": "stop",
+                            "kardia": info,
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+        include_usage = bool((req.stream_options or {}).get("include_usage"))
+        return StreamingResponse(
+            _sse(rid, created, engine.name, content, info, usage, include_usage, cfg.stream_chunk_words),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return app
+
+
+def _chunks(text: str, words: int) -> list[str]:
+    """Pieces of a few words each, whitespace kept, so joining them gives the text back exactly."""
+    import re
+
+    tokens = re.findall(r"\S+\s*|\s+", text)
+    return ["".join(tokens[i : i + words]) for i in range(0, len(tokens), max(1, words))] or [""]
+
+
+async def _sse(rid, created, model, content, info, usage, include_usage, words):
+    def event(choices, **extra) -> str:
+        body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices, **extra}
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+    for piece in _chunks(content, words):
+        yield event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+    yield event([{"index": 0, "delta": {}, "finish_reason": "stop", "kardia": info}])
+    if include_usage:
+        yield event([], usage=usage)
+    yield "data: [DONE]\n\n"
+
+
+def run_server(cfg: ServeConfig) -> None:
+    import uvicorn
+
+    app = create_app(cfg)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        model: str = typer.Argument(..., help="Model string: embedded, a local folder, or openai:MODEL@URL."),
+        host: Optional[str] = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
+        port: Optional[int] = typer.Option(None, help="Port (default 8000)."),
+        locale: Optional[Path] = typer.Option(None, "--locale", help="Crisis resources file (see resources/safety/locale/)."),
+        expose_spans: Optional[bool] = typer.Option(None, "--expose-spans/--no-expose-spans", help="Also return understanding and reasoning."),
+        log_crisis_text: Optional[bool] = typer.Option(None, "--log-crisis-text/--no-log-crisis-text", help="Log message text with crisis events (off by default)."),
+        crisis_log: Optional[Path] = typer.Option(None, "--crisis-log", help="Append guard events to this JSONL file."),
+        guard_model: Optional[str] = typer.Option(None, "--guard-model", help="Model string for the optional model-based safety check."),
+        max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Most requests generated together (default 8)."),
+        max_context: Optional[int] = typer.Option(None, "--max-context", help="Override the model's context length."),
+        served_name: Optional[str] = typer.Option(None, "--served-name", help="Model id clients use (default: the model string)."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (ServeConfig)."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config key: key=value (repeatable)."),
+    ) -> None:
+        """Serve MODEL over an OpenAI-compatible API: response span only, crisis guard on every request."""
+        overrides = [f"model={json.dumps(model)}"]
+        for key, value in (
+            ("host", host),
+            ("port", port),
+            ("locale", str(locale) if locale else None),
+            ("expose_spans", expose_spans),
+            ("log_crisis_text", log_crisis_text),
+            ("crisis_log", str(crisis_log) if crisis_log else None),
+            ("guard_model", guard_model),
+            ("max_batch", max_batch),
+            ("max_context", max_context),
+            ("served_name", served_name),
+        ):
+            if value is not None:
+                overrides.append(f"{key}={json.dumps(value)}")
+        from .config import ConfigError
+        from .safety import LocaleError
+
+        try:
+            cfg = ServeConfig.load(config, [*set_, *overrides])
+            run_server(cfg)
+        except (ConfigError, LocaleError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
