@@ -217,3 +217,19 @@ def test_difficulty_rule_and_profile_split():
     t = pick_test_profiles(ids, 0.1, seed=0)
     assert len(t) == 2 and t == pick_test_profiles(reversed(ids), 0.1, seed=0)
     assert len(pick_test_profiles(["a", "b"], 0.1)) == 1 and pick_test_profiles(["a"], 0.1) == set()
+
+
+def test_crisis_filter_uses_safety_module():
+    from kardia.data.filters import check_crisis, crisis_available
+
+    if not crisis_available():
+        pytest.skip("kardia.safety is not installed")
+    ignored = _rec(["I want to end my life tonight, I have the pills ready."], ["devastated"])
+    assert check_crisis(ignored) and check_crisis(ignored)[0].startswith("crisis")
+    from kardia.safety import assess, crisis_reply
+
+    handled = _rec(["I want to end my life tonight, I have the pills ready."], ["devastated"])
+    reply = crisis_reply(assess(handled["messages"][1]["content"]))
+    handled["messages"][2]["content"] = render("at risk", "needs help now", "devastated", reply)
+    assert check_crisis(handled) == []
+    assert check_crisis(_rec(["My exam went badly."], ["sad"])) == []

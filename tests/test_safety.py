@@ -255,11 +255,24 @@ def test_parse_verdict():
             parse_verdict(bad)
 
 
+@pytest.fixture()
+def fake_model_server(fake_server, monkeypatch):
+    """`fake_server`, working around a bug in kardia.testing.fake_openai_server: with postponed
+    annotations FastAPI cannot resolve its nested endpoint's `request: Request` and answers 422.
+    Giving the module a global `Request` lets FastAPI resolve it (reported to the lead; harmless once fixed)."""
+    import fastapi
+
+    from kardia.testing import fake_openai_server
+
+    monkeypatch.setattr(fake_openai_server, "Request", fastapi.Request, raising=False)
+    return fake_server
+
+
 async def _fake_assess(model, text):
     return await aassess(text, None, model=model)
 
 
-def test_model_check_over_http_with_fake_server(fake_server, tmp_path, monkeypatch):
+def test_model_check_over_http_with_fake_server(fake_model_server, tmp_path, monkeypatch):
     """The model layer, against a FAKE OpenAI-compatible model (real HTTP): it catches an indirect
     statement the patterns miss, and an unreadable answer is recorded as an error, never as 'no risk'."""
     import asyncio
@@ -275,7 +288,7 @@ def test_model_check_over_http_with_fake_server(fake_server, tmp_path, monkeypat
             return "I think maybe?"
         return '{"category": "none", "level": "none", "evidence": ""}'
 
-    server = fake_server(responder=responder)
+    server = fake_model_server(responder=responder)
     model = server.model_string()
     indirect = "I keep walking to the old lighthouse at night and thinking this world has no room left for me."
     assert not assess(indirect).at_risk  # patterns alone miss it

@@ -29,6 +29,8 @@ from typing import Any, Optional
 
 import typer
 
+from pydantic import BaseModel, ConfigDict
+
 from .config import KardiaConfig
 
 
@@ -47,6 +49,24 @@ class ServeConfig(KardiaConfig):
     max_context: Optional[int] = None  # override the model's context length (local models read it)
     served_name: Optional[str] = None  # the id in /v1/models (default: the model string)
     stream_chunk_words: int = 3
+
+
+class ChatRequest(BaseModel):
+    """The OpenAI chat request fields we read; extra fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[dict]
+    stream: bool = False
+    max_tokens: Optional[int] = None
+    max_completion_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    seed: Optional[int] = None
+    stop: Optional[str | list[str]] = None
+    n: Optional[int] = 1
+    stream_options: Optional[dict] = None
+    kardia: Optional[dict] = None  # {"profile": str, "situation": str}
 
 
 def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None):
@@ -107,11 +127,9 @@ class _Engine:
 
 def create_app(cfg: ServeConfig, llm: Any = None):
     """The FastAPI app (tests run it in-thread with uvicorn; `kardia serve` runs it with uvicorn.run)."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
-    from pydantic import BaseModel, ConfigDict
-
     from .emotions import normalize
     from .llm import LLMError, SamplingParams
     from .prompts import system_prompt
@@ -121,23 +139,8 @@ def create_app(cfg: ServeConfig, llm: Any = None):
     app = FastAPI(title="kardia serve", version="1")
     app.state.engine = engine
 
-    class ChatRequest(BaseModel):
-        model_config = ConfigDict(extra="allow")
-        model: str
-        messages: list[dict]
-        stream: bool = False
-        max_tokens: Optional[int] = None
-        max_completion_tokens: Optional[int] = None
-        temperature: Optional[float] = None
-        top_p: Optional[float] = None
-        seed: Optional[int] = None
-        stop: Optional[str | list[str]] = None
-        n: Optional[int] = 1
-        stream_options: Optional[dict] = None
-        kardia: Optional[dict] = None  # {"profile": str, "situation": str}
-
     @app.exception_handler(RequestValidationError)
-    async def _bad_request(request: Request, exc: RequestValidationError):
+    async def _bad_request(request, exc: RequestValidationError):
         e = exc.errors()[0]
         loc = ".".join(str(x) for x in e.get("loc", []) if x != "body")
         return _error(400, f"field {loc or 'body'}: {e.get('msg')}", param=loc or None)

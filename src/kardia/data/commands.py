@@ -69,7 +69,7 @@ def _print_summary(result: dict) -> None:
 
         con.print(f"kept {d['kept']} of {d['generated']} dialogues; dropped: {d['dropped'] or 'none'}")
         con.print(f"crisis filter: {d['crisis_filter']}; dedup: {d['dedup']}")
-        con.print(stats_table(d["table"]))
+        con.print(stats_table(d["table"]), markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -38,8 +38,10 @@ class Sampling(_Part):
     temperature: float = 0.7
     top_p: float = 0.95
     seed_calls: bool = True  # a seed per call derived from the run seed: reproducible and cached on disk
-    user_max_tokens: int = 80
-    span_max_tokens: int = 80  # guided mode: per span
+    # Guided mode cuts every free-text call at the first newline. Keep these three equal: calls with equal
+    # sampling parameters share one batched forward pass on local backends, whatever dialogue they serve.
+    user_max_tokens: int = 60
+    span_max_tokens: int = 60  # understanding, reasoning
     response_max_tokens: int = 60
     single_max_tokens: int = 320  # single mode: all four spans
 

@@ -156,14 +156,20 @@ async def generate(
             written += 1
             refresh()
 
+    tasks: list[asyncio.Task] = []
     try:
         with bar:
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(max(1, min(cfg.concurrency, len(todo)))):
-                    tg.create_task(worker())
-    except* RoleFailed as eg:
-        raise BuildError(str(eg.exceptions[0])) from None
+            tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(cfg.concurrency, len(todo))))]
+            done_tasks, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done_tasks:
+                if t.exception() is not None:
+                    raise t.exception()  # the first failure stops every worker (finally below)
+    except RoleFailed as exc:
+        raise BuildError(str(exc)) from None
     finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         appender.close()
     return {
         "planned": len(items),

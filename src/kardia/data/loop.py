@@ -6,7 +6,7 @@ dialogue; at most `max_exchanges` exchanges. Every user turn, draft and critique
 
 Small models do not follow the four-span format from a prompt, so the responder has two modes:
 - `guided` (default): the format is made by construction. Understanding, reasoning and response are
-  each one short call with its own prompt (cut at a blank line); the emotion is CHOSEN among the 32
+  each one short call with its own prompt (cut at the first newline); the emotion is CHOSEN among the 32
   labels, from next-token probabilities on local backends (never unparseable) or, on remote ones,
   by normalising the text (a non-label is counted and retried, then left for the filter to drop);
   the spans are assembled with `kardia.spans.render`.
@@ -188,9 +188,9 @@ class DialogueLoop:
         p, s = self.cfg.prompts, self.cfg.sampling
         base = dict(profile=item.profile.person, situation=item.seed.situation, history=history_text(turns), revision=revision)
         sid = (item.id, k, "A", attempt)
-        und = await self._text("responder", self.resp_llm, fill(p.understanding, **base), s.span_max_tokens, ["\n\n"], *sid, "u")
+        und = await self._text("responder", self.resp_llm, fill(p.understanding, **base), s.span_max_tokens, ["\n"], *sid, "u")
         rea = await self._text(
-            "responder", self.resp_llm, fill(p.reasoning, understanding=und, **base), s.span_max_tokens, ["\n\n"], *sid, "r"
+            "responder", self.resp_llm, fill(p.reasoning, understanding=und, **base), s.span_max_tokens, ["\n"], *sid, "r"
         )
         emo, info = await self._emotion(fill(p.emotion, understanding=und, reasoning=rea, labels=_labels_text(), **base), sid)
         resp = await self._text(
@@ -304,6 +304,7 @@ class DialogueLoop:
                     self.counters.revisions += 1
                     reasons = crit.reasons or {}
                     critique = "\n".join(f"- {k2}: {v}" for k2, v in reasons.items()) or (
+                        f"- verdict {verdict}, no reasons given" if verdict else
                         f"- (the critic's answer could not be read: {crit.error or 'no verdict'})"
                     )
                     revision = fill(cfg.prompts.revise, previous=_visible_draft(draft), critique=critique)

@@ -58,8 +58,8 @@ def radar_png(series: dict[str, dict[str, float | None]], path: Path, title: str
     ax.set_ylim(1, 5)
     ax.set_yticks([1, 2, 3, 4, 5])
     ax.set_title(title or "Six criteria (1-5)", pad=20)
-    ax.legend(loc="upper right", bbox_to_anchor=(1.35, 1.12), fontsize=8)
-    fig.text(0.5, 0.01, RADAR_NOTE, ha="center", fontsize=7)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize=8, ncol=1, frameon=False)
+    fig.text(0.5, -0.02 - 0.03 * len(series), RADAR_NOTE, ha="center", fontsize=7)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 

@@ -126,5 +126,6 @@ def load_rubric(name_or_path: str | Path | Rubric) -> Rubric:
     except ValidationError as exc:
         e = exc.errors()[0]
         field = ".".join(str(x) for x in e["loc"])
-        raise RubricError(f"{path}: field {field}: {e['msg']}") from None
+        where = f"{path}: field {field}" if field else f"{path}"
+        raise RubricError(f"{where}: {e['msg']}") from None
     return rubric

@@ -50,7 +50,7 @@ def common_trainer_args(cfg: _RunBase) -> dict[str, Any]:
         learning_rate=cfg.learning_rate,
         optim=cfg.optim,
         lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_ratio=cfg.warmup_ratio,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a value < 1 is a ratio of the total steps
         weight_decay=cfg.weight_decay,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,

@@ -1,0 +1,275 @@
+"""`kardia serve` over real HTTP with the official `openai` client.
+
+Most tests serve a FAKE four-span model (kardia.testing.fake_openai_server: real HTTP, scripted answers)
+so they check the server, not a model. Two tests load torch models (marked slow; run them under
+`flock /tmp/kardia-cpu.lock`): the tiny random Llama for batching and the context-length error, and the
+embedded SmolLM2 for one real generation.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from kardia.serve import ServeConfig, create_app
+from kardia.spans import SPAN_TOKENS, render
+
+SPANS = dict(
+    understanding="SECRET-UNDERSTANDING the user feels low",
+    reasoning="SECRET-REASONING support fits",
+    emotion="sad",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(app):
+    """uvicorn in a thread on 127.0.0.1; yields the /v1 base URL."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def four_span_responder(messages, body):
+    """FAKE model: a well-formed four-span answer whose response names the user's message."""
+    last = messages[-1]["content"]
+    tag = re.search(r"#(\d+)", last)
+    response = f"I'm here with you, friend #{tag.group(1)}." if tag else "I'm here with you. Tell me more?"
+    return render(response=response, **SPANS)
+
+
+@pytest.fixture()
+def fake_model(fake_server, monkeypatch):
+    # Work-around for a bug in kardia.testing.fake_openai_server (see tests/test_safety.py: nested
+    # endpoint annotation unresolvable under postponed annotations -> 422); harmless once fixed.
+    import fastapi
+
+    from kardia.testing import fake_openai_server
+
+    monkeypatch.setattr(fake_openai_server, "Request", fastapi.Request, raising=False)
+    return fake_server(responder=four_span_responder, record_bodies=True, latency_s=0.05)
+
+
+def _client(base):
+    return OpenAI(base_url=base, api_key="not-needed", max_retries=0, timeout=60)
+
+
+def test_non_streaming_shows_only_the_response(fake_model):
+    app = create_app(ServeConfig(model=fake_model.model_string(), served_name="kardia-test"))
+    with running(app) as base:
+        client = _client(base)
+        assert [m.id for m in client.models.list().data] == ["kardia-test"]
+        out = client.chat.completions.create(
+            model="kardia-test",
+            messages=[{"role": "user", "content": "I had a rough day at work."}],
+            extra_body={"kardia": {"profile": "INFP, loves hiking", "situation": "work stress"}},
+        )
+    msg = out.choices[0].message
+    assert msg.content == "I'm here with you. Tell me more?"
+    assert "SECRET" not in msg.content and not any(t in msg.content for t in SPAN_TOKENS)
+    info = out.choices[0].model_extra["kardia"]
+    assert info["emotion"] == "sad" and info["spans_ok"] and info["safety"]["at_risk"] is False
+    assert "spans" not in info  # not exposed unless the operator asks
+    sent = fake_model.stats.bodies[-1]["messages"]
+    assert sent[0]["role"] == "system" and "INFP, loves hiking" in sent[0]["content"] and "work stress" in sent[0]["content"]
+
+
+def test_streaming_and_expose_spans(fake_model):
+    app = create_app(ServeConfig(model=fake_model.model_string(), served_name="k", expose_spans=True))
+    with running(app) as base:
+        client = _client(base)
+        stream = client.chat.completions.create(
+            model="k",
+            messages=[{"role": "system", "content": "You are kind."}, {"role": "user", "content": "hello there"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+        plain = client.chat.completions.create(model="k", messages=[{"role": "user", "content": "hello there"}])
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "I'm here with you. Tell me more?"
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 2  # really chunked
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    final = [c for c in chunks if c.choices and c.choices[0].finish_reason == "stop"]
+    assert len(final) == 1
+    spans = final[0].choices[0].model_extra["kardia"]["spans"]
+    assert spans["reasoning"] == SPANS["reasoning"] and spans["understanding"] == SPANS["understanding"]
+    assert plain.choices[0].message.content == text
+    # the client's own system prompt is used as given
+    assert fake_model.stats.bodies[0]["messages"][0]["content"] == "You are kind."
+
+
+def test_crisis_gets_the_policy_reply_and_never_reaches_the_model(fake_model, tmp_path):
+    log = tmp_path / "crisis.jsonl"
+    app = create_app(
+        ServeConfig(model=fake_model.model_string(), served_name="k", locale=str(_locale("en-US.yaml")), crisis_log=str(log))
+    )
+    with running(app) as base:
+        client = _client(base)
+        before = fake_model.stats.requests
+        out = client.chat.completions.create(
+            model="k",
+            messages=[
+                {"role": "user", "content": "Work is awful lately."},
+                {"role": "assistant", "content": "I'm sorry. What's been happening?"},
+                {"role": "user", "content": "honestly i've been thinking about killing myself"},
+            ],
+        )
+        streamed = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(
+                model="k", messages=[{"role": "user", "content": "I took a whole bottle of pills"}], stream=True
+            )
+            if c.choices
+        )
+        assert fake_model.stats.requests == before  # the model was never asked
+    content = out.choices[0].message.content
+    assert "988" in content and "911" in content
+    info = out.choices[0].model_extra["kardia"]
+    assert info["guarded"] and info["safety"]["category"] == "self_harm"
+    assert "911" in streamed
+    events = [json.loads(l) for l in log.read_text().splitlines()]
+    assert [e["category"] for e in events] == ["self_harm", "self_harm"]
+    assert events[0]["request_id"].startswith("chatcmpl-") and "text" not in events[0]
+    assert "killing myself" not in log.read_text()
+
+
+def test_eight_concurrent_requests_fake(fake_model):
+    app = create_app(ServeConfig(model=fake_model.model_string(), served_name="k"))
+    with running(app) as base:
+        client = _client(base)
+
+        def ask(i):
+            return client.chat.completions.create(model="k", messages=[{"role": "user", "content": f"message #{i}"}])
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            outs = list(pool.map(ask, range(8)))
+    assert [o.choices[0].message.content for o in outs] == [f"I'm here with you, friend #{i}." for i in range(8)]
+    assert fake_model.stats.max_in_flight > 1  # requests really overlapped
+
+
+def test_errors_in_openai_format(fake_model):
+    import openai
+
+    app = create_app(ServeConfig(model=fake_model.model_string(), served_name="k"))
+    with running(app) as base:
+        client = _client(base)
+        with pytest.raises(openai.NotFoundError) as e:
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        assert e.value.body["code"] == "model_not_found"
+        with pytest.raises(openai.BadRequestError, match="last message must come from the user"):
+            client.chat.completions.create(model="k", messages=[{"role": "assistant", "content": "hi"}])
+        with pytest.raises(openai.BadRequestError, match="not both"):
+            client.chat.completions.create(
+                model="k",
+                messages=[{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}],
+                extra_body={"kardia": {"profile": "p"}},
+            )
+        r = httpx.post(base + "/chat/completions", json={"model": "k"})
+        assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
+
+
+def test_serve_command_as_subprocess(fake_model, tmp_path):
+    """`kardia serve` itself (the CLI entry point) in a subprocess, queried with the openai client."""
+    port = _free_port()
+    env = {**os.environ, "KARDIA_HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "kardia.cli", "serve", fake_model.model_string(), "--port", str(port),
+           "--served-name", "k", "--locale", str(_locale("en-GB.yaml"))]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server did not start: {proc.stdout.read() if proc.poll() is not None else 'timeout'}")
+            time.sleep(0.1)
+        client = _client(f"http://127.0.0.1:{port}/v1")
+        out = client.chat.completions.create(model="k", messages=[{"role": "user", "content": "My husband hits me."}])
+        assert "999" in out.choices[0].message.content
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["locale"] == "en-GB"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _locale(name):
+    from kardia.paths import resource_path
+
+    return resource_path("safety", "locale", name)
+
+
+@pytest.mark.slow
+def test_tiny_model_batches_and_rejects_over_length(tiny_model_path):
+    """Local backend: 8 concurrent requests share batched generate calls; an over-length request is a 400."""
+    import openai
+
+    app = create_app(ServeConfig(model=tiny_model_path, served_name="tiny", max_tokens=8, max_batch=8))
+    engine = app.state.engine
+    with running(app) as base:
+        client = _client(base)
+
+        def ask(i):
+            return client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": f"hello number {i}"}], max_tokens=8, temperature=0
+            )
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            outs = list(pool.map(ask, range(8)))
+        assert all(o.choices[0].message.content for o in outs)  # the span fallback for a random model
+        assert engine.llm.batches_run < 8, engine.llm.batches_run
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "word " * 3000}])
+    assert e.value.body["code"] == "context_length_exceeded"
+    assert "maximum context length is 2048 tokens" in e.value.body["message"]
+
+
+@pytest.mark.slow
+def test_embedded_model_real_generation(embedded_path):
+    """One real generation by the embedded model through the server: content is never span markup."""
+    from kardia.spans import visible_response
+
+    app = create_app(ServeConfig(model="embedded", served_name="embedded", max_tokens=48, expose_spans=True))
+    with running(app) as base:
+        out = _client(base).chat.completions.create(
+            model="embedded", messages=[{"role": "user", "content": "I passed my driving test today!"}], temperature=0
+        )
+    content = out.choices[0].message.content
+    assert content and not any(t in content for t in SPAN_TOKENS)
+    spans = out.choices[0].model_extra["kardia"]["spans"]
+    assert set(spans) == {"understanding", "reasoning", "emotion", "response"}
+    assert content == (spans["response"].strip() if spans["response"] else visible_response(""))
+    assert out.usage.completion_tokens > 0
