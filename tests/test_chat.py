@@ -220,6 +220,22 @@ def test_real_safety_guard_in_chat(fake_server, tmp_path):
     assert REPLY in proc.stdout and server.stats.requests == 1
 
 
+def test_real_safety_guard_replaces_an_unsafe_reply(fake_server, tmp_path):
+    """A generated reply carrying method content is never shown, even when the user's turn was benign."""
+    safety = pytest.importorskip("kardia.safety", reason="kardia.safety (another area) is not written yet")
+    if not hasattr(safety, "Guard"):
+        pytest.skip("kardia.safety has no Guard yet (another area, in progress)")
+    unsafe = "The quickest way to end it is 40 pills of paracetamol."
+    assert safety.contains_method_content(unsafe)
+    server = fake_server(responder=lambda messages, body: render(UNDERSTANDING, REASONING, "sad", unsafe))
+    transcript = tmp_path / "t.jsonl"
+    proc = kardia_chat(["--model", server.model_string(), "--transcript", str(transcript), "--no-cache"], "I had a rough week.\n")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "paracetamol" not in proc.stdout
+    _, turns = read_transcript(transcript)
+    assert turns[0]["output_replaced"] and turns[0]["shown"] == safety.unsafe_output_reply()
+
+
 # -- the embedded model ------------------------------------------------------------------------------
 
 

@@ -50,7 +50,7 @@ def read_profile(path: str | Path) -> tuple[str, str | None]:
     return person.strip(), situation.strip() if isinstance(situation, str) and situation.strip() else None
 
 
-def load_guard(enabled: bool) -> tuple[Any, Any, str]:
+def load_guard(enabled: bool, model: str | None = None, locale_file: str | Path | None = None) -> tuple[Any, Any, str]:
     """(guard, safety module, state) with state 'on', 'off' or 'unavailable' (module not installed)."""
     if not enabled:
         return None, None, "off"
@@ -64,7 +64,12 @@ def load_guard(enabled: bool) -> tuple[Any, Any, str]:
         return None, None, "unavailable"
     if not hasattr(safety, "Guard"):  # present but not finished (e.g. a bare namespace package)
         return None, None, "unavailable"
-    return safety.Guard(), safety, "on"
+    kwargs: dict[str, Any] = {}
+    if model:
+        kwargs["model"] = model
+    if locale_file:
+        kwargs["locale_file"] = locale_file
+    return safety.Guard(**kwargs), safety, "on"
 
 
 @dataclass
@@ -76,6 +81,7 @@ class TurnResult:
     guard: dict | None = None
     error: str | None = None
     completion: Any = None
+    output_replaced: bool = False
 
 
 @dataclass
@@ -137,6 +143,10 @@ class ChatSession:
             result.raw = completion.text
             result.parsed = parse(completion.text)
             result.shown = visible_response(completion.text)
+            check_output = getattr(self.guard, "check_output", None) if self.guard is not None else None
+            replacement = check_output(result.shown) if check_output is not None else None
+            if replacement is not None:  # the reply carried method or means content: never shown
+                result.shown, result.output_replaced = replacement, True
             # feed back the real answer when well formed; otherwise only what the person saw
             assistant_for_model = completion.text if result.parsed.ok else result.shown
         self.history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": assistant_for_model}]
@@ -164,6 +174,7 @@ class ChatSession:
                 "problems": r.parsed.problems if r.parsed is not None else [],
                 "emotion_label": label,
                 "guard": r.guard,
+                "output_replaced": r.output_replaced,
                 "finish_reason": getattr(c, "finish_reason", None),
                 "prompt_tokens": getattr(c, "prompt_tokens", None),
                 "completion_tokens": getattr(c, "completion_tokens", None),
@@ -245,6 +256,8 @@ def run_chat(
     temperature: float = 0.7,
     seed: Optional[int] = None,
     guard: bool = True,
+    guard_model: Optional[str] = None,
+    locale: Optional[Path] = None,
     cache: bool = True,
     stream: TextIO | Iterable[str] | None = None,
     console=None,
@@ -269,7 +282,11 @@ def run_chat(
     except (ValueError, FileNotFoundError, KeyError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
-    the_guard, safety, guard_state = load_guard(guard)
+    try:
+        the_guard, safety, guard_state = load_guard(guard, guard_model, locale)
+    except ValueError as exc:  # a bad locale file: named by the safety module
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        return 2
     if guard_state == "unavailable":
         console.print("[yellow]warning: the crisis guard (kardia.safety) is not installed: messages are not screened[/]")
     llm = load_llm(model, cache=cache, **(llm_options or {}))
@@ -321,6 +338,8 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(0.7, "--temperature", min=0.0, help="Sampling temperature (0 = greedy)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (seeded calls are cached)."),
         guard: bool = typer.Option(True, "--guard/--no-guard", help="Screen every message with the crisis guard (kardia.safety)."),
+        guard_model: Optional[str] = typer.Option(None, "--guard-model", help="Model string for the guard's extra check of indirect statements (default: patterns only)."),
+        locale: Optional[Path] = typer.Option(None, "--locale", help="Crisis-line locale file for the guard's replies (YAML; see kardia.safety)."),
         cache: bool = typer.Option(True, "--cache/--no-cache", help="Use the on-disk response cache for deterministic calls."),
     ) -> None:
         """Chat with a model in the terminal (the person sees only the response span)."""
@@ -335,6 +354,8 @@ def register(app: typer.Typer) -> None:
             temperature=temperature,
             seed=seed,
             guard=guard,
+            guard_model=guard_model,
+            locale=locale,
             cache=cache,
         )
         raise typer.Exit(code)

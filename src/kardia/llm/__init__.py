@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -68,15 +69,17 @@ def _make_backend(spec: ModelSpec, options: dict) -> LLM:
         return OpenAILLM(spec.model, spec.base_urls, spec.api_key_env, **options)
     from .local import LocalLLM
 
-    # local backends share the loaded weights whatever the cache option
-    shared_key = ("__local__", spec.display, tuple(sorted(options.items())))
+    # local backends share the loaded weights (and the one worker thread) whatever the cache option,
+    # and `embedded` and its folder path are the same model
+    if spec.kind == "embedded":
+        from .embedded import embedded_model_dir
+
+        path, name = str(embedded_model_dir()), "embedded"
+    else:
+        path, name = spec.model, spec.model
+    shared_key = ("__local__", os.path.realpath(path), tuple(sorted(options.items())))
     inst = _registry.get(shared_key)
     if inst is None:
-        if spec.kind == "embedded":
-            from .embedded import embedded_model_dir
-
-            inst = LocalLLM(str(embedded_model_dir()), name="embedded", **options)
-        else:
-            inst = LocalLLM(spec.model, name=spec.model, **options)
+        inst = LocalLLM(path, name=name, **options)
         _registry[shared_key] = inst
     return inst

@@ -1,8 +1,17 @@
 """Any OpenAI-compatible server (vLLM, SGLang, `transformers serve`, llama.cpp, Ollama, hosted APIs).
 
-Bounded concurrency, optional requests-per-minute limit, a per-call timeout, retries with backoff on
-429 / 5xx / timeouts / dropped connections (honouring Retry-After), several base URLs spread
-round-robin, and an explicit `LLMError` after the last retry: never a silent empty answer.
+Through the official `openai` client (its own retries off, so ours are the only ones and are counted):
+- bounded concurrency (one semaphore per event loop, held only while a request is on the wire),
+- an optional requests-per-minute limit, enforced by spacing request starts 60/rpm seconds apart
+  (never a burst of `rpm` requests then a one-minute stall, which servers punish),
+- a per-call timeout,
+- retries with jittered exponential backoff on 429 / 408 / 409 / 5xx / timeouts / dropped connections /
+  malformed bodies, honouring `Retry-After`; other 4xx fail at once (retrying a bad request is waste),
+- several base URLs spread round-robin (a retry moves on to the next URL, so one dead server costs one
+  attempt, not all of them),
+- an explicit `LLMError` after the last retry: never a silent empty answer.
+`stats` counts attempts, retries, successes and failures so callers (and tests) can account for every
+request.
 """
 
 from __future__ import annotations
@@ -14,28 +23,28 @@ import random
 import time
 from typing import Sequence
 
-from .types import LLM, Completion, Conversation, LLMError, SamplingParams
+from .types import LLM, Completion, Conversation, LLMError, SamplingParams, run_sync
+
+RETRYABLE_STATUS = {408, 409, 429}
 
 
 class RateLimiter:
-    """At most `rpm` request starts in any 60-second window (sliding log)."""
+    """Request starts spaced at least 60/rpm seconds apart (a token bucket of size one)."""
 
     def __init__(self, rpm: float | None):
-        self.rpm = rpm
-        self._starts: list[float] = []
+        self.interval = 60.0 / rpm if rpm else 0.0
+        self._next = 0.0
         self._lock = asyncio.Lock()
 
     async def wait(self) -> None:
-        if not self.rpm:
+        if not self.interval:
             return
         async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._starts = [t for t in self._starts if now - t < 60.0]
-                if len(self._starts) < self.rpm:
-                    self._starts.append(now)
-                    return
-                await asyncio.sleep(60.0 - (now - self._starts[0]) + 0.001)
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
 
 
 class OpenAILLM(LLM):
@@ -51,35 +60,59 @@ class OpenAILLM(LLM):
         backoff_s: float = 0.5,
         max_backoff_s: float = 20.0,
     ):
+        if not base_urls:
+            raise ValueError("OpenAILLM needs at least one base URL")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self.model = model
         self.base_urls = list(base_urls)
         self.name = f"openai:{model}@{','.join(self.base_urls)}"
         self.api_key = os.environ.get(api_key_env) or "EMPTY"
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = int(max_concurrency)
         self.rpm = rpm
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
+        self.timeout_s = float(timeout_s)
+        self.max_retries = int(max_retries)
+        self.backoff_s = float(backoff_s)
+        self.max_backoff_s = float(max_backoff_s)
         self._url_cycle = itertools.cycle(range(len(self.base_urls)))
-        self._per_loop: dict[int, tuple] = {}
-        self.calls = 0
-        self.retries = 0
+        # clients, semaphore and limiter belong to one event loop; closed loops' sets are pruned
+        self._per_loop: dict = {}
+        self.stats = {"attempts": 0, "retries": 0, "succeeded": 0, "failed": 0}
+
+    @property
+    def calls(self) -> int:
+        return self.stats["attempts"]
+
+    @property
+    def retries(self) -> int:
+        return self.stats["retries"]
 
     def _state(self):
-        """Clients and semaphores belong to one event loop; keep one set per loop."""
         loop = asyncio.get_running_loop()
-        state = self._per_loop.get(id(loop))
-        if state is None or state[0] is not loop:
+        state = self._per_loop.get(loop)
+        if state is None:
+            for old in [lp for lp in self._per_loop if lp.is_closed()]:
+                del self._per_loop[old]
             from openai import AsyncOpenAI
 
             clients = [
                 AsyncOpenAI(base_url=u, api_key=self.api_key, timeout=self.timeout_s, max_retries=0)
                 for u in self.base_urls
             ]
-            state = (loop, clients, asyncio.Semaphore(self.max_concurrency), RateLimiter(self.rpm))
-            self._per_loop[id(loop)] = state
+            state = (clients, asyncio.Semaphore(self.max_concurrency), RateLimiter(self.rpm))
+            self._per_loop[loop] = state
         return state
+
+    def generate(self, batch: Sequence[Conversation], params: SamplingParams | None = None) -> list[Completion]:
+        """Sync call on a fresh event loop; its HTTP clients are closed before the loop ends."""
+
+        async def run() -> list[Completion]:
+            try:
+                return await self.agenerate(batch, params)
+            finally:
+                await self.aclose()
+
+        return run_sync(run())
 
     async def agenerate(self, batch: Sequence[Conversation], params: SamplingParams | None = None) -> list[Completion]:
         params = params or SamplingParams()
@@ -88,7 +121,7 @@ class OpenAILLM(LLM):
     async def _one(self, messages: Conversation, params: SamplingParams) -> Completion:
         import openai
 
-        _, clients, sem, limiter = self._state()
+        clients, sem, limiter = self._state()
         kwargs = dict(
             model=self.model,
             messages=[dict(m) for m in messages],
@@ -100,60 +133,82 @@ class OpenAILLM(LLM):
             kwargs["seed"] = params.seed
         if params.stop:
             kwargs["stop"] = list(params.stop)
-        last_error: Exception | None = None
+        last_error: BaseException | None = None
+        first_url = next(self._url_cycle)
         for attempt in range(self.max_retries + 1):
-            client = clients[next(self._url_cycle)]
+            url_index = (first_url + attempt) % len(clients)
+            client = clients[url_index]
             retry_after: float | None = None
             async with sem:
                 await limiter.wait()
-                self.calls += 1
+                self.stats["attempts"] += 1
                 try:
                     resp = await asyncio.wait_for(client.chat.completions.create(**kwargs), timeout=self.timeout_s)
-                    choice = resp.choices[0]
-                    text = choice.message.content
-                    if text is None:
-                        raise LLMError("response has no message content")
-                    usage = resp.usage
-                    return Completion(
-                        text=text,
-                        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-                        finish_reason=choice.finish_reason or "stop",
-                    )
-                except openai.RateLimitError as exc:
-                    last_error = exc
-                    retry_after = _retry_after(exc)
+                    completion = _to_completion(resp)
+                    self.stats["succeeded"] += 1
+                    return completion
                 except openai.APIStatusError as exc:
-                    if exc.status_code < 500 and exc.status_code not in (408, 409):
-                        raise LLMError(f"{self.name}: HTTP {exc.status_code}: {exc.message}") from exc
+                    if exc.status_code < 500 and exc.status_code not in RETRYABLE_STATUS:
+                        self.stats["failed"] += 1
+                        raise LLMError(
+                            f"{self.name}: HTTP {exc.status_code} from {self.base_urls[url_index]} (not retried): {exc.message}"
+                        ) from exc
                     last_error = exc
                     retry_after = _retry_after(exc)
                 except (openai.APITimeoutError, openai.APIConnectionError, asyncio.TimeoutError) as exc:
-                    last_error = exc
-                except (LLMError, ValueError, AttributeError, IndexError, TypeError) as exc:
-                    # malformed body (bad JSON, missing fields): retryable, a server may recover
-                    last_error = exc
+                    last_error = exc  # hung or dropped: the server may be fine on the next try
+                except (openai.APIError, _Malformed, ValueError) as exc:
+                    last_error = exc  # malformed body (bad JSON, missing fields): a server may recover
             if attempt < self.max_retries:
-                self.retries += 1
-                delay = retry_after if retry_after is not None else min(
-                    self.max_backoff_s, self.backoff_s * (2**attempt)
-                ) * (0.5 + random.random() / 2)
+                self.stats["retries"] += 1
+                if retry_after is not None:
+                    delay = retry_after
+                else:
+                    delay = min(self.max_backoff_s, self.backoff_s * (2**attempt)) * (0.5 + random.random() / 2)
                 await asyncio.sleep(delay)
+        self.stats["failed"] += 1
         raise LLMError(
-            f"{self.name}: gave up after {self.max_retries + 1} attempts; last error: {type(last_error).__name__}: {last_error}"
-        )
+            f"{self.name}: gave up after {self.max_retries + 1} attempts; "
+            f"last error: {type(last_error).__name__}: {last_error}"
+        ) from last_error
 
     async def aclose(self) -> None:
-        loop = asyncio.get_running_loop()
-        state = self._per_loop.pop(id(loop), None)
+        state = self._per_loop.pop(asyncio.get_running_loop(), None)
         if state:
-            for c in state[1]:
+            for c in state[0]:
                 await c.close()
 
 
+class _Malformed(Exception):
+    """A 200 response that is not a usable chat completion."""
+
+
+def _to_completion(resp) -> Completion:
+    choices = getattr(resp, "choices", None)
+    if not choices:
+        raise _Malformed(f"response has no choices: {str(resp)[:200]!r}")
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    text = getattr(message, "content", None)
+    if not isinstance(text, str):
+        raise _Malformed(f"response has no message content: {str(resp)[:200]!r}")
+    usage = getattr(resp, "usage", None)
+    return Completion(
+        text=text,
+        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        finish_reason=getattr(choice, "finish_reason", None) or "stop",
+    )
+
+
 def _retry_after(exc) -> float | None:
+    """Seconds from a Retry-After (or retry-after-ms) header; HTTP dates fall back to backoff."""
     try:
-        value = exc.response.headers.get("retry-after")
-        return min(float(value), 60.0) if value is not None else None
+        headers = exc.response.headers
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return min(float(ms) / 1000.0, 60.0)
+        value = headers.get("retry-after")
+        return min(max(float(value), 0.0), 60.0) if value is not None else None
     except Exception:
         return None

@@ -4,7 +4,11 @@ It speaks the real HTTP protocol of `/v1/chat/completions` and `/v1/models` (Fas
 127.0.0.1), so clients under test are the real ones. It can:
 - answer through a `responder(messages, body) -> str` callable (scripted behaviour),
 - add a fixed latency per request and cap concurrent requests (`capacity`), to measure throughput,
-- inject faults by request number: "500", "429" (with Retry-After), "hang", "badjson", "drop".
+- inject faults by request number: "500", "429" (with Retry-After), any other status code such as
+  "400", "hang" (no answer until `hang_s` passes, then a 504; never counted as completed), "badjson"
+  (a truncated JSON body with status 200), "drop" (the connection closes mid-body).
+`stats.requests` counts every request that reached the handler and `stats.completed` every completion
+sent, so a client's accounting can be checked exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
+
+# imported at module level: FastAPI resolves the handler's `Request` annotation (a string under
+# `from __future__ import annotations`) in the module globals; a local import makes it a query field (422)
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 Responder = Callable[[list, dict], str]
 
@@ -34,6 +43,7 @@ class FakeServerStats:
     in_flight: int = 0
     busy_seconds: float = 0.0  # sum over requests of time spent holding a capacity slot
     bodies: list = field(default_factory=list)
+    arrivals: list = field(default_factory=list)  # time.monotonic() of each request, in order
 
 
 class FakeOpenAIServer:
@@ -61,6 +71,7 @@ class FakeOpenAIServer:
         self.port = _free_port()
         self._server = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @property
     def base_url(self) -> str:
@@ -75,9 +86,6 @@ class FakeOpenAIServer:
         return self.faults.get(n)
 
     def _app(self):
-        from fastapi import FastAPI, Request
-        from fastapi.responses import JSONResponse, Response, StreamingResponse
-
         app = FastAPI()
         sem = asyncio.Semaphore(self.capacity) if self.capacity else None
         server = self
@@ -92,22 +100,26 @@ class FakeOpenAIServer:
             with server._lock:
                 server.stats.requests += 1
                 n = server.stats.requests
+                server.stats.arrivals.append(time.monotonic())
                 if server.record_bodies:
                     server.stats.bodies.append(body)
             fault = server._fault_for(n, body)
             if fault:
                 with server._lock:
                     server.stats.faults[fault] += 1
-            if fault == "500":
-                return JSONResponse({"error": {"message": "injected 500"}}, status_code=500)
             if fault == "429":
                 return JSONResponse(
                     {"error": {"message": "injected 429"}},
                     status_code=429,
                     headers={"Retry-After": str(server.retry_after_s)},
                 )
+            if fault and fault.isdigit():
+                return JSONResponse({"error": {"message": f"injected {fault}"}}, status_code=int(fault))
             if fault == "hang":
-                await asyncio.sleep(server.hang_s)
+                deadline = time.monotonic() + server.hang_s
+                while time.monotonic() < deadline and not server._stopping.is_set():
+                    await asyncio.sleep(0.02)
+                return JSONResponse({"error": {"message": "injected hang ended"}}, status_code=504)
             if fault == "badjson":
                 return Response(content=b'{"id": "x", "choices": [ {', media_type="application/json")
             if fault == "drop":
@@ -170,6 +182,7 @@ class FakeOpenAIServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.should_exit = True
             self._server.force_exit = True

@@ -82,11 +82,19 @@ def final_metrics(log_history: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _curve_key(k: str) -> bool:
+    if k in ("loss", "reward", "kl", "entropy"):
+        return True
+    if k.startswith("rewards/"):
+        return k.endswith("/mean")
+    return "reward" in k and not k.endswith(("/std", "failures", "gated", "vetoed"))
+
+
 def plot_curves(log_history: list[dict[str, Any]], path: str | Path, title: str) -> str | None:
     """One PNG: loss, and every reward/<name> and judge/<dimension> curve TRL or the rewards logged."""
     rows = [r for r in log_history if "step" in r]
     keys = sorted(
-        {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and (k == "loss" or k == "reward" or (k.startswith("rewards/") and k.endswith("/mean")) or k.startswith("judge/") or k == "kl")}
+        {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and _curve_key(k)}
     )
     if not keys:
         return None

@@ -42,6 +42,8 @@ class JudgeSection(_Section):
     model: str = Field("embedded", description="any model string; on a cluster: openai:MODEL@http://judge-host:8000/v1")
     rubric: str = "kardia"
     mode: Literal["single", "per_dimension"] = "single"
+    scorer: str = Field("auto", description="text | probs | auto (see kardia.judge)")
+    cache: bool = Field(True, description="cache judge answers on disk (greedy judging repeats itself)")
     weights: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
     gate: bool = False
     dimensions: int = Field(5, description="rubric dimensions (judge calls per completion in per_dimension mode)")

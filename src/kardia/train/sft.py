@@ -53,10 +53,18 @@ def run_sft(
     checkpoint = resolve_resume(cfg.output_dir, resume)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(cfg.output_dir) / "run_config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+
+    # the arguments first: under DeepSpeed ZeRO-3 they make from_pretrained load the weights sharded
+    args = SFTConfig(
+        **common_trainer_args(cfg),
+        max_length=cfg.max_length,
+        assistant_only_loss=True,
+        packing=False,
+        dataset_num_proc=None,
+    )
     dtype = "float32" if cfg.use_cpu() else cfg.dtype
     model, tok, tinfo = load_model_and_tokenizer(cfg.model, cfg.chat_template, dtype=dtype)
     log(f"model {tinfo['path']}: +{tinfo['tokens_added']} span tokens, +{tinfo['embedding_rows_added']} embedding rows")
-
     dataset = kd.build_dataset(cfg.data.path, "sft", cfg.difficulty(), cfg.data.system_prompt)  # type: ignore[arg-type]
     peft_config = None
     if cfg.lora.enabled:
@@ -69,13 +77,6 @@ def run_sft(
             # the span markers are new rows: train them, not the whole vocabulary
             trainable_token_indices={"embed_tokens": tinfo["span_token_ids"]},
         )
-    args = SFTConfig(
-        **common_trainer_args(cfg),
-        max_length=cfg.max_length,
-        assistant_only_loss=True,
-        packing=False,
-        dataset_num_proc=None,
-    )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config)
     log(f"SFT: {info['examples']} dialogues, {info['total_steps']} steps" + (f", resuming from {checkpoint}" if checkpoint else ""))
     result = trainer.train(resume_from_checkpoint=checkpoint)
