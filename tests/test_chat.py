@@ -253,3 +253,24 @@ def test_chat_answers_on_the_embedded_model(tmp_path, embedded_path):
         assert t["shown"] in (t["spans"]["response"], fallback_message())
         assert t["shown"] in proc.stdout.replace("\n", " ") or t["shown"][:40] in proc.stdout
     assert turns[1]["prompt_tokens"] > turns[0]["prompt_tokens"] + turns[0]["completion_tokens"] // 2  # history
+
+
+def test_system_template_option(fake_server, tmp_path):
+    server = fake_server(responder=lambda messages, body: FOUR_SPANS, record_bodies=True)
+    good = tmp_path / "mine.txt"
+    good.write_text("Listen to {profile}. Context: {situation}.", encoding="utf-8")
+    out = io.StringIO()
+    from rich.console import Console
+
+    code = run_chat(
+        model=server.model_string(), system_template=str(good), situation="moving abroad", cache=False,
+        stream=io.StringIO("hi\n"), console=Console(file=out, width=200),
+    )  # fmt: skip
+    assert code == 0 and REPLY in out.getvalue()
+    assert server.stats.bodies[0]["messages"][0]["content"] == "Listen to (no profile given). Context: moving abroad."
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Hello {profile}, you feel {mood}.", encoding="utf-8")
+    out = io.StringIO()
+    code = run_chat(model=server.model_string(), system_template=str(bad), stream=io.StringIO("hi\n"), console=Console(file=out, width=200))
+    assert code == 2 and f"{bad}: slots without a value: ['mood']" in out.getvalue()
+    assert server.stats.requests == 1

@@ -421,3 +421,12 @@ def test_human_export_and_import(tmp_path, fake_server, shared_data):
     with pytest.raises(RecordError) as e:
         import_ratings(exp, [bad])
     assert (e.value.path, e.value.line, e.value.field) == (str(bad), 2, "empathy")
+
+
+def test_plain_emotion_answers_are_read_strictly():
+    from kardia.eval.run import read_plain_emotion
+
+    assert read_plain_emotion("Afraid.") == ("afraid", "exact")
+    assert read_plain_emotion("Sad. Because she lost her dog") == ("sad", "first_word")
+    assert read_plain_emotion("I'm sorry, but I'm not equipped to say") == (None, "none")  # no label-word scan
+    assert read_plain_emotion("") == (None, "none")

@@ -147,8 +147,8 @@ class ChatSession:
             replacement = check_output(result.shown) if check_output is not None else None
             if replacement is not None:  # the reply carried method or means content: never shown
                 result.shown, result.output_replaced = replacement, True
-            # feed back the real answer when well formed; otherwise only what the person saw
-            assistant_for_model = completion.text if result.parsed.ok else result.shown
+            # feed back the real answer when well formed and safe; otherwise only what the person saw
+            assistant_for_model = completion.text if result.parsed.ok and not result.output_replaced else result.shown
         self.history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": assistant_for_model}]
         self.shown_history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": result.shown}]
         label = normalize(result.parsed.emotion) if result.parsed is not None else None

@@ -106,19 +106,24 @@ def _transcript(history: list[dict]) -> str:
 
 
 def read_plain_emotion(text: str) -> tuple[str | None, str]:
-    """(label, how): the whole answer normalised, else its first line, else one label among its words."""
+    """(label, how): the whole answer normalised, else its first line, else its first word ("Sad. Because...").
+
+    Strict like `normalize`: no scan for any label-like word (that read "not equipped" as prepared).
+    """
     from ..emotions import normalize
 
     label = normalize(text)
     if label:
         return label, "exact"
-    first = text.strip().splitlines()[0] if text.strip() else ""
+    lines = text.strip().splitlines()
+    first = lines[0] if lines else ""
     label = normalize(first)
     if label:
         return label, "first_line"
-    found = {normalize(w) for w in first.replace(",", " ").replace(".", " ").split()} - {None}
-    if len(found) == 1:
-        return found.pop(), "word"
+    words = first.split()
+    label = normalize(words[0]) if words else None
+    if label:
+        return label, "first_word"
     return None, "none"
 
 
