@@ -27,7 +27,7 @@ def test_embedded_build_end_to_end(shared_data, embedded_path, tmp_path):
             "critic_scorer": "probs",
             "max_exchanges": 2,
             "max_revisions": 1,
-            "sampling": {"temperature": 0.0, "span_max_tokens": 40, "response_max_tokens": 40, "user_max_tokens": 40},
+            "sampling": {"temperature": 0.0, "span_max_tokens": 32, "response_max_tokens": 32, "user_max_tokens": 32},
             "llm_cache": False,
             "concurrency": 2,
             "split": {"test_fraction": 0.5},

@@ -81,8 +81,7 @@ def fake_judge(messages, body):
 
 def _cfg(tmp_path, model_server, judge_server, shared_data, **kw) -> EvalConfig:
     base = dict(model=model_server.model_string(), judge=judge_server.model_string(), data=str(shared_data / ED),
-                out=str(tmp_path / "run"), mode="spans", limit=12, n_boot=200, cache=False, judge_scorer="text",
-                safety=False)
+                out=str(tmp_path / "run"), mode="spans", limit=12, n_boot=200, cache=False, judge_scorer="text")
     base.update(kw)
     return EvalConfig(**base)
 
@@ -259,7 +258,6 @@ def test_plain_mode_asks_emotion_separately(tmp_path, fake_server, shared_data):
 
 def test_crisis_turns_and_kardiabench(tmp_path, fake_server):
     """KardiaBench records; a user turn at risk is assessed by kardia.safety and its handling counted."""
-    pytest.importorskip("kardia.safety", reason="kardia.safety (another area) has not landed yet")
     data = tmp_path / "kb.jsonl"
     recs = [_kardia_record("a", "I want to kill myself, I can't go on.", "devastated", "INTJ"),
             _kardia_record("b", "My dog learned a new trick today!", "proud", "ENFP")]
@@ -286,7 +284,7 @@ def test_interrupted_eval_resumes_without_duplicates(tmp_path, fake_server, shar
     env = dict(os.environ, KARDIA_HOME=str(tmp_path / "home"))
     cmd = [sys.executable, "-m", "kardia.cli", "eval", "--model", model.model_string(), "--judge", judge.model_string(),
            "--data", str(shared_data / ED), "--out", str(out), "--mode", "spans", "--limit", "16",
-           "--set", "concurrency=2", "--set", "cache=false", "--set", "safety=false", "--no-progress"]
+           "--set", "concurrency=2", "--set", "cache=false", "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     results = out / "results.jsonl"
     deadline = time.monotonic() + 60
@@ -302,7 +300,7 @@ def test_interrupted_eval_resumes_without_duplicates(tmp_path, fake_server, shar
         fh.write('{"id": "hit:torn')
     requests_before = model.stats.requests
     cfg = EvalConfig(model=model.model_string(), judge=judge.model_string(), data=str(shared_data / ED), out=str(out),
-                     mode="spans", limit=16, concurrency=2, cache=False, n_boot=100, safety=False)
+                     mode="spans", limit=16, concurrency=2, cache=False, n_boot=100)
     summary = run_eval(cfg, progress=False)
     recs = _results(out)
     ids = [r["id"] for r in recs]
@@ -410,9 +408,8 @@ def test_human_export_and_import(tmp_path, fake_server, shared_data):
     assert 0 < emp["alpha_humans"] <= 1
     assert (exp / "human_agreement.md").exists()
     bad = tmp_path / "bad.csv"
-    text = (tmp_path / "ann.csv").read_text().splitlines()
-    hdr = next(csv.reader([text[0]]))
-    row = next(csv.reader([text[1]]))
+    table = list(csv.reader((tmp_path / "ann.csv").open(newline="")))
+    hdr, row = table[0], table[1]
     row[hdr.index("empathy")] = "7"
     with bad.open("w", newline="") as fh:
         w = csv.writer(fh)

@@ -182,7 +182,7 @@ def test_a_failing_batch_fails_every_caller_and_the_worker_survives(llm, monkeyp
 
 def test_worker_is_a_daemon_that_exits_when_idle_and_restarts(llm):
     """A sibling sharing the loaded weights, with a short idle timeout; also races submit vs exit."""
-    quick = LocalLLM(llm.path, name="quick", idle_exit_s=0.05, gather_ms=0)
+    quick = LocalLLM(llm.path, name="quick", idle_exit_s=0.02, gather_ms=0)
     quick._model, quick._tokenizer = llm._model, llm._tokenizer
     quick._generate = lambda group: [Completion(text=f"ok-{r.messages[0]['content']}") for r in group]  # no torch
     assert quick.chat(conv("a"), GREEDY).text == "ok-a"
@@ -192,8 +192,8 @@ def test_worker_is_a_daemon_that_exits_when_idle_and_restarts(llm):
         time.sleep(0.01)
     assert not quick.worker_alive and quick._thread is None
     # submits landing right when the worker gives up must still be served (never stranded)
-    for i in range(200):
-        time.sleep((i % 7) * 0.01)
+    for i in range(150):
+        time.sleep((i % 9) * 0.005)  # 0 to 40 ms: on both sides of the 20 ms idle exit
         assert quick.submit(conv(str(i)), GREEDY).result(timeout=5).text == f"ok-{i}"
     quick.close()
     assert not quick.worker_alive

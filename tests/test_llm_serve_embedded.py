@@ -4,81 +4,22 @@ model folder (offline, a subprocess on 127.0.0.1). Slow: it loads the 135M model
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from kardia.llm import SamplingParams, load_llm
 from kardia.llm.openai_backend import OpenAILLM
+from kardia.testing.transformers_serve import TransformersServe
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def transformers_cli() -> list[str]:
-    exe = Path(sys.executable).parent / "transformers"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("transformers")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from transformers.cli.transformers import main; main()"]
-
-
-def start_transformers_serve(model_dir: str, log_path: Path, startup_timeout_s: float = 90.0):
-    """Start `transformers serve MODEL_DIR` and wait for /health; returns (process, base_url)."""
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = transformers_cli() + [
-        "serve", model_dir, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32",
-        "--log-level", "warning",
-    ]
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + startup_timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"transformers serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(base + "/health", timeout=1.0).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"transformers serve did not answer /health in {startup_timeout_s}s:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.25)
-    return proc, base + "/v1"
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
 def served(embedded_path, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "transformers-serve.log"
-    proc, base_url = start_transformers_serve(embedded_path, log)
-    yield embedded_path, base_url
-    stop_process(proc)
+    with TransformersServe(embedded_path, log_path=log, startup_timeout_s=90) as srv:
+        yield embedded_path, srv.base_url
 
 
 def test_models_endpoint_names_the_folder(served):

@@ -107,3 +107,11 @@ def test_probability_scorer_on_local_model(tiny_model_path):
 
     pr = asyncio.run(PairwiseJudge(tiny_model_path, scorer="auto", cache=False).acompare(item, "That is hard.", "ok"))
     assert pr.error is None and pr.flipped in (True, False)
+
+
+def test_critic_probability_verdict_on_local_model(tiny_model_path):
+    from kardia.judge import Critic, JudgeItem
+
+    c = Critic(tiny_model_path, scorer="auto", cache=False).critique(JudgeItem(response="<response>hi</response>", emotion="sad"))
+    assert c.error is None and c.verdict in ("FAIL", "PASS", "SOLVED")
+    assert sum(c.probs.values()) == pytest.approx(1.0, abs=1e-4) and c.verdict == max(c.probs, key=c.probs.get)

@@ -209,7 +209,7 @@ def test_handles_crisis_medical_needs_emergency_services():
 
 def test_guard_logs_without_text_by_default(tmp_path, caplog):
     log_file = tmp_path / "events.jsonl"
-    guard = Guard(locale_file=LOCALES / "en-GB.yaml", log_file=log_file)
+    guard = Guard(locale_file=LOCALES / "en-GB.yaml", log_file=log_file, semantic=False)
     with caplog.at_level(logging.WARNING, logger="kardia.safety"):
         a = guard.check("I want to kill myself tonight", request_id="req-1")
     assert a.at_risk
@@ -222,13 +222,13 @@ def test_guard_logs_without_text_by_default(tmp_path, caplog):
     assert not guard.check("I love my cat").at_risk
     assert len(log_file.read_text().splitlines()) == 1  # no event for a safe message
 
-    loud = Guard(log_text=True, log_file=tmp_path / "loud.jsonl")
+    loud = Guard(log_text=True, log_file=tmp_path / "loud.jsonl", semantic=False)
     loud.check("I want to kill myself", request_id="req-2")
     assert "kill myself" in (tmp_path / "loud.jsonl").read_text()
 
 
 def test_guard_output_check():
-    guard = Guard()
+    guard = Guard(semantic=False)
     assert guard.check_output("That sounds hard. What happened next?") is None
     replaced = guard.check_output("The quickest way to die is...")
     assert replaced and "crisis line" in replaced and guard.counts["unsafe_output"] == 1
@@ -299,6 +299,6 @@ def test_model_check_over_http_with_fake_server(fake_model_server, tmp_path, mon
     assert b.at_risk and b.category == "self_harm"
     c = asyncio.run(_fake_assess(model, "garbled"))
     assert not c.at_risk and c.errors and "no JSON" in c.errors[0]
-    guard = Guard(model=model)
+    guard = Guard(model=model, semantic=False)
     guard.check("garbled")
     assert guard.counts["errors"] == 1 and guard.events[-1]["event"] == "guard_error"

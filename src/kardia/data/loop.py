@@ -158,14 +158,23 @@ class DialogueLoop:
     async def _text(self, role: str, llm, prompt: str, max_tokens: int, stop: list[str], *seed_parts: Any) -> str:
         """One free-text call, cleaned; an empty answer is retried once with another seed, then fails."""
         for retry in range(2):
-            params = self._params(max_tokens, stop, *seed_parts, retry)
+            # local backends: no stop strings (transformers rebuilds its stop-string tables on every
+            # generate call, slower than a few extra tokens); the first line is kept below either way
+            params = self._params(max_tokens, stop if self._remote(llm) else [], *seed_parts, retry)
             if retry and params.seed is None:  # greedy: a retry would repeat itself, so sample once
                 params = params.model_copy(update={"temperature": 0.7, "seed": _stable_seed(self.cfg.seed, *seed_parts)})
-            text = clean_turn(await self._call(role, llm, [{"role": "user", "content": prompt}], params))
+            raw = await self._call(role, llm, [{"role": "user", "content": prompt}], params)
+            if "\n" in stop:
+                raw = next((ln for ln in raw.splitlines() if clean_turn(ln)), "")
+            text = clean_turn(raw)
             if text:
                 return text
         self.health.failed(role, self.models[role], "empty answer twice")
         raise DialogueFailed(f"{role}: empty answer twice ({'/'.join(map(str, seed_parts))})")
+
+    @staticmethod
+    def _remote(llm) -> bool:
+        return not hasattr(llm, "anext_token_probs")
 
     # -- roles -----------------------------------------------------------------------------------
     async def user_turn(self, item: PlanItem, turns: list[dict], k: int) -> str:

@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
                      judge: str = typer.Option("embedded", "--judge", "-j"),
                      out: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: <A>/../pairwise."),
                      rubric: str = typer.Option("kardia", "--rubric"),
-                     scorer: str = typer.Option("text", "--scorer", help="text | probs | auto."),
+                     scorer: str = typer.Option("auto", "--scorer", help="text | probs | auto (probs for a local judge)."),
                      limit: Optional[int] = typer.Option(None, "--limit", "-n", help="A seeded sample of N common items."),
                      seed: int = typer.Option(0, "--seed"), no_progress: bool = typer.Option(False, "--no-progress")):
         """The judge compares A's and B's replies to the same turns, labels hidden, both orders: win/tie/loss."""

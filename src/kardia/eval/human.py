@@ -95,7 +95,8 @@ def export_sample(dirs: Sequence[str | Path], out: str | Path, n: int = 50, seed
         for dim in dims_of(recs):
             if dim not in dims:
                 dims.append(dim)
-        pool += [(str(d), model, r) for r in recs if r.get("response")]
+        # sorted by id: the sample depends on the seed only, not on the order items finished in
+        pool += [(str(d), model, r) for r in sorted(recs, key=lambda r: r["id"]) if r.get("response")]
     if not dims:
         from ..judge import load_rubric
 

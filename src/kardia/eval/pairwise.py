@@ -58,7 +58,7 @@ async def _judge_all(judge, pairs, appender: JsonlAppender, done: set, concurren
 
 
 def run_pairwise(dir_a: str | Path, dir_b: str | Path, out: str | Path, judge: str = "embedded", rubric: str = "kardia",
-                 scorer: str = "text", limit: int | None = None, seed: int = 0, n_boot: int = 1000,
+                 scorer: str = "auto", limit: int | None = None, seed: int = 0, n_boot: int = 1000,
                  concurrency: int = 64, progress: bool = True) -> dict[str, Any]:
     """Judge every common item (or a seeded sample of `limit`), then summarise into OUT."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

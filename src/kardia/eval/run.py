@@ -21,8 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
-
 from ..config import KardiaConfig
 from ..records import JsonlAppender, done_keys, iter_jsonl
 from .loaders import EvalItem, load_items
@@ -42,7 +40,7 @@ class EvalConfig(KardiaConfig):
     judge: str | None = "embedded"  # None or "none": no judged dimensions
     rubric: str = "kardia"
     judge_mode: Literal["single", "per_dimension"] = "single"
-    judge_scorer: Literal["text", "probs"] = "text"
+    judge_scorer: Literal["text", "probs", "auto"] = "auto"  # auto: probs for a local judge, text for a remote one
     limit: int | None = None  # first N turns of the data, in file order
     max_tokens: int = 384  # spans mode: the four spans
     plain_max_tokens: int = 96  # plain mode: the reply (the paper's responses are ~30 tokens)
@@ -59,7 +57,6 @@ class EvalConfig(KardiaConfig):
     n_boot: int = 1000
     boot_seed: int = 0
     report: bool = True
-    extra: dict[str, Any] = Field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resume."""

@@ -50,6 +50,16 @@ def _turn_text(response: str) -> str:
     return "\n".join(lines)
 
 
+def _check_distinct_first_tokens(llm, labels: list[str]) -> None:
+    """The probs scorer reads each label's first token: two labels sharing one would be a coin toss."""
+    tok = getattr(llm, "tokenizer", None)
+    if tok is None:
+        return
+    firsts = [tok.encode(label, add_special_tokens=False)[0] for label in labels]
+    if len(set(firsts)) != len(firsts):
+        raise ValueError(f"verdict labels {labels} share a first token for this model: use scorer='text'")
+
+
 class Critic:
     """Grades one generated supporter turn. scorer "text" parses JSON / `Verdict:` lines; "probs" takes
     the most probable verdict word from a local model (never unparseable, no reasons); "auto" picks."""
@@ -122,6 +132,7 @@ class Critic:
         labels = list(self.rubric.verdicts)
         try:
             if self.scorer == "probs":
+                _check_distinct_first_tokens(self.llm, labels)
                 probs = (await self.llm.anext_token_probs([self.messages(item, "judge/critic_probs")], labels, ""))[0]
                 verdict = max(labels, key=lambda v: probs[v])
                 return Critique(verdict=verdict, probs=probs)  # type: ignore[arg-type]

@@ -86,10 +86,27 @@ def assess_patterns(message: str, history: list[dict] | None = None, patterns: s
     return result
 
 
+def _with_semantic(result: RiskAssessment, message: str) -> RiskAssessment:
+    """Add the semantic layer's finding (it only adds risk; see semantic.py)."""
+    if result.at_risk:
+        return result  # the precise layer already decided; save the encoder call
+    from .semantic import load_semantic
+
+    return _merge(result, load_semantic().assess(message))
+
+
 async def aassess(
-    message: str, history: list[dict] | None = None, model: str | None = None, patterns: str | None = None
+    message: str,
+    history: list[dict] | None = None,
+    model: str | None = None,
+    patterns: str | None = None,
+    semantic: bool = False,
 ) -> RiskAssessment:
     result = assess_patterns(message, history, patterns)
+    if semantic:
+        import asyncio
+
+        result = await asyncio.to_thread(_with_semantic, result, message)
     if not model:
         return result
     try:
@@ -102,10 +119,21 @@ async def aassess(
     return _merge(result, verdict)
 
 
-def assess(message: str, history: list[dict] | None = None, model: str | None = None, patterns: str | None = None) -> RiskAssessment:
-    """Classify the newest user message (with recent history): category, level and evidence."""
+def assess(
+    message: str,
+    history: list[dict] | None = None,
+    model: str | None = None,
+    patterns: str | None = None,
+    semantic: bool = False,
+) -> RiskAssessment:
+    """Classify the newest user message (with recent history): category, level and evidence.
+
+    Layers: patterns + context always; `semantic=True` adds the embedding k-NN layer (loads a small
+    encoder; the Guard turns it on); `model` adds the model-based check.
+    """
     if not model:
-        return assess_patterns(message, history, patterns)
+        result = assess_patterns(message, history, patterns)
+        return _with_semantic(result, message) if semantic else result
     from ..llm.types import run_sync
 
-    return run_sync(aassess(message, history, model, patterns))
+    return run_sync(aassess(message, history, model, patterns, semantic))

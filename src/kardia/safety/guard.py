@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -29,12 +30,21 @@ class Guard:
         model: str | None = None,
         log_file: str | Path | None = None,
         patterns: str | None = None,
+        semantic: bool | None = None,
     ):
+        """semantic: the embedding k-NN layer; default on (set KARDIA_SAFETY_SEMANTIC=0 to turn it off)."""
         self.locale_file = str(locale_file) if locale_file else None
         self.locale = load_locale(self.locale_file)  # fail early on a bad locale file
         self.log_text = log_text
         self.model = model
         self.patterns = patterns
+        if semantic is None:
+            semantic = os.environ.get("KARDIA_SAFETY_SEMANTIC", "1").strip().lower() not in ("0", "false", "no", "off")
+        self.semantic = semantic
+        if semantic:
+            from .semantic import load_semantic
+
+            load_semantic()  # fail early (missing encoder package, bad example file), load lazily
         self.log_file = Path(log_file) if log_file else None
         self._lock = threading.Lock()
         self._appender = None
@@ -43,12 +53,12 @@ class Guard:
 
     # -- checking ---------------------------------------------------------------------------------
     def check(self, message: str, history: list[dict] | None = None, request_id: str | None = None) -> RiskAssessment:
-        result = assess(message, history, model=self.model, patterns=self.patterns)
+        result = assess(message, history, model=self.model, patterns=self.patterns, semantic=self.semantic)
         self._record(result, message, request_id)
         return result
 
     async def acheck(self, message: str, history: list[dict] | None = None, request_id: str | None = None) -> RiskAssessment:
-        result = await aassess(message, history, model=self.model, patterns=self.patterns)
+        result = await aassess(message, history, model=self.model, patterns=self.patterns, semantic=self.semantic)
         self._record(result, message, request_id)
         return result
 

