@@ -20,16 +20,6 @@ import time
 from pathlib import Path
 
 
-def _fix_fake_server() -> None:
-    # The foundation fake server needs `Request` importable at module level (else every POST is 422).
-    import fastapi
-
-    import kardia.testing.fake_openai_server as f
-
-    if not hasattr(f, "Request"):
-        f.Request = fastapi.Request
-
-
 def run(concurrency: int, dialogues: int, latency: float, capacity: int, exchanges: int) -> dict:
     from kardia.data.config import BuildConfig
     from kardia.data.engine import generate, plan_for
@@ -80,7 +70,6 @@ def main() -> None:
     ap.add_argument("--capacity", type=int, default=32, help="concurrent requests the server serves")
     ap.add_argument("--exchanges", type=int, default=2)
     args = ap.parse_args()
-    _fix_fake_server()
     import openai  # noqa: F401  (a 2 s import: paid once here, not inside the first timed run)
     # dialogues per setting: enough for full waves at each concurrency, few enough to stay short
     plan = [(1, 2), (8, 16), (32, 64)]

@@ -50,6 +50,7 @@ def ed_rows() -> tuple[list[dict], dict[int, str]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="also run the model-based check with this model string")
+    ap.add_argument("--semantic", action="store_true", help="add the embedding k-NN layer (loads torch: use the CPU lock)")
     ap.add_argument("--out", default=None, help="write the Markdown report here")
     args = ap.parse_args()
 
@@ -57,7 +58,7 @@ def main() -> int:
     from kardia.safety import assess
 
     def guard(r):
-        return assess(r["text"], r.get("history"), model=args.model)
+        return assess(r["text"], r.get("history"), model=args.model, semantic=args.semantic)
 
     def keyword(r):
         return bool(KEYWORDS.search(r["text"]))
@@ -69,7 +70,11 @@ def main() -> int:
 
     lines: list[str] = []
     out = lines.append
-    out(f"# Crisis guard evaluation{'  (with model check: ' + args.model + ')' if args.model else ' (patterns + context, no model)'}\n")
+    layers = "patterns + context" + (" + semantic k-NN" if args.semantic else "") + (f" + model check ({args.model})" if args.model else "")
+    out(f"# Crisis guard evaluation: {layers}\n")
+    if args.semantic:
+        out("Note: the semantic layer's examples are crisis_set + noncrisis_set, so those two rows measure")
+        out("nothing new for it; read the held-out and ED rows.\n")
 
     # recall
     out("## Recall on crisis statements\n")

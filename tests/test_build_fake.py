@@ -25,20 +25,6 @@ from kardia.spans import parse
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _fake_server_request_annotation():
-    # The foundation fake server annotates `request: Request` with Request imported inside a function,
-    # under `from __future__ import annotations`: FastAPI then answers every POST with 422. Until
-    # kardia/testing/fake_openai_server.py imports Request at module level, give it the name here.
-    import fastapi
-
-    import kardia.testing.fake_openai_server as f
-
-    if not hasattr(f, "Request"):
-        f.Request = fastapi.Request
-    yield
-
-
 def _cfg_dict(model: str, **extra) -> dict:
     d = {
         "profiles": [{"kind": "person", "path": "kardia:samples/profiles.jsonl"}],

@@ -125,7 +125,7 @@ def grpo_run(tmp_path_factory, sft_run, data, judge):
     out = tmp_path_factory.mktemp("grpo")
     overrides = [
         "rewards=[{name: format, weight: 0.3333}, {name: emotion, weight: 0.3333}, {name: rubric, weight: 0.3333}]",
-        "judge.cache=false", "max_completion_length=24", "save_steps=1", "learning_rate=1e-5",
+        "judge.cache=false", "max_completion_length=24", "save_steps=1", "learning_rate=1e-5", "log_completions=true",
         "extra={generation_kwargs: {sequence_bias: " + json.dumps(bias) + "}}",
     ]
     common = dict(model=model_dir, output_dir=str(out), num_generations=4, **{"data.path": str(data), "judge.model": judge.model_string()})

@@ -79,12 +79,32 @@ def prepare_tokenizer(tokenizer: Any, chat_template: str = CHAT_TEMPLATE_NAME) -
 
 
 def resize_for_tokenizer(model: Any, tokenizer: Any) -> int:
-    """Resize the embeddings to the tokenizer (new rows start at the mean embedding). Returns rows added."""
+    """Resize the embeddings to the tokenizer. Returns rows added.
+
+    Each new span-marker row starts as the mean embedding of its spelled-out words (" understanding
+    begin"), not a random or global-mean vector: the markers are distinct from the first step, which also
+    lets LoRA runs (whose adapters cannot train embedding rows under TRL's fused LM head) emit them.
+    """
+    import torch
+
     old = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > old:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-        return len(tokenizer) - old
-    return 0
+    if len(tokenizer) <= old:
+        return 0
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    inp = model.get_input_embeddings().weight
+    out_emb = model.get_output_embeddings()
+    untied = out_emb is not None and out_emb.weight.data_ptr() != inp.data_ptr()
+    with torch.no_grad():
+        for tok in span_tokens():
+            idx = tokenizer.convert_tokens_to_ids(tok)
+            if idx < old:
+                continue
+            words = " " + tok.strip("<|>").replace("_", " ")
+            pieces = [i for i in tokenizer.encode(words, add_special_tokens=False) if i < old]
+            inp[idx] = inp[pieces].mean(dim=0)
+            if untied:
+                out_emb.weight[idx] = out_emb.weight[pieces].mean(dim=0)
+    return len(tokenizer) - old
 
 
 def load_model_and_tokenizer(model: str, chat_template: str = CHAT_TEMPLATE_NAME, dtype: str = "auto", device_map: Any = None):

@@ -209,6 +209,7 @@ class GRPORunConfig(_RunBase):
                 "gradient_accumulation_steps": 1,
                 "max_completion_length": 128,
                 "save_steps": 10,
+                "log_completions": False,  # TRL prints a wide table every step; ours is completions/rank0.jsonl
                 "device": "cpu",
                 "learning_rate": 1e-6,
             },

@@ -1,8 +1,8 @@
 """Stage 1: supervised fine-tuning on the easy split with TRL's SFTTrainer.
 
 One example per dialogue; the loss covers assistant turns only (our chat template's `{% generation %}`
-markers, TRL's `assistant_only_loss`). Full fine-tuning or LoRA (the new span-token embeddings are
-trained through peft's `trainable_token_indices`); LoRA is merged on save so the folder is a plain model.
+markers, TRL's `assistant_only_loss`). Full fine-tuning or LoRA (adapters on the linear layers; the span-token rows keep their
+initialisation, see chat_format); LoRA is merged on save so the folder is a plain model.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def run_sft(
             lora_dropout=cfg.lora.dropout,
             target_modules=cfg.lora.target_modules,
             task_type="CAUSAL_LM",
-            # the span markers are new rows: train them, not the whole vocabulary
-            trainable_token_indices={"embed_tokens": tinfo["span_token_ids"]},
+            # No adapter on the embeddings: TRL 1.16 computes the loss from `lm_head.weight` directly (fused
+            # LM head), which PEFT token adapters break. The span rows start from their words' embeddings.
         )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config)
     log(f"SFT: {info['examples']} dialogues, {info['total_steps']} steps" + (f", resuming from {checkpoint}" if checkpoint else ""))
