@@ -25,14 +25,15 @@ _AREAS = (
     "kardia.demo",
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """Kardia-R1, runnable. Every model option takes a model string: embedded, a folder, openai:MODEL@URL."""
+
+
 for _name in _AREAS:
-    try:
-        _mod = importlib.import_module(_name)
-    except ModuleNotFoundError as exc:  # an area not written yet registers nothing
-        if exc.name != _name:
-            raise
-        continue
-    _mod.register(app)
+    importlib.import_module(_name).register(app)
 
 
 def main() -> None:  # pragma: no cover

@@ -14,10 +14,12 @@ Speed, measured on this 2-core AMD EPYC (AVX2, no AVX-512/AMX) with SmolLM2-135M
 (benchmarks/llm_throughput.py has the table):
 - Decoding at batch 1 is memory-bandwidth bound: every token streams all 540 MB of float32 weights
   (~70 ms/token, ~14 tokens/s). One vs two torch threads makes no difference; sdpa vs eager
-  attention is within noise; HF `stop_strings` cost nothing measurable.
-- Batching is the big win: the weights are read once per step for all rows (batch 8: ~4x the
-  tokens/s of batch 1).
-- bfloat16 is a trap on this CPU: ~1.3x faster at batch 1, but 4-6x SLOWER at batch 8-32 (no native
+  attention is within noise at batch 1; HF `stop_strings` cost nothing measurable.
+- Batching is the big win: the weights are read once per step for all rows (raw generate, 120 new
+  tokens: batch 8 gives ~59 tokens/s, ~4x batch 1). Batch 32 gave less (~48 tokens/s): its step time
+  grows from ~350 ms to ~900 ms as the sequence grows (likely the dynamic KV cache being re-allocated
+  and copied every step; a static cache is the thing to try next).
+- bfloat16 is a trap on this CPU: ~1.3x faster at batch 1, but 2-5x SLOWER at batch 8-32 (no native
   bf16 matmul, so every product converts). float32 stays the default; `dtype="bfloat16"` is an option.
 - The first generate call in a process is ~1.5x slower than later ones (one-time warm-up).
 - The "18 s per 120 tokens" first seen was that warm-up plus a CPU shared with other jobs: warm and
