@@ -302,3 +302,12 @@ def test_model_check_over_http_with_fake_server(fake_model_server, tmp_path, mon
     guard = Guard(model=model, semantic=False)
     guard.check("garbled")
     assert guard.counts["errors"] == 1 and guard.events[-1]["event"] == "guard_error"
+
+
+def test_held_out_sets_stay_caught():
+    """Regression guard on the two held-out sets. Both were used for one round of fixes each (see
+    benchmarks/safety_eval.py), so this is not a blind measure; their blind figures are in the report."""
+    for crisis, safe in (("crisis_holdout.jsonl", "noncrisis_holdout.jsonl"), ("crisis_holdout2.jsonl", "noncrisis_holdout2.jsonl")):
+        c, n = _load(crisis), _load(safe)
+        assert sum(assess(r["text"]).at_risk for r in c) / len(c) >= 0.9
+        assert sum(assess(r["text"]).at_risk for r in n) / len(n) <= 0.05

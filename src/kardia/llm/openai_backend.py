@@ -93,10 +93,15 @@ class OpenAILLM(LLM):
         if state is None:
             for old in [lp for lp in self._per_loop if lp.is_closed()]:
                 del self._per_loop[old]
-            from openai import AsyncOpenAI
+            from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+            # our own httpx client: openai's default one schedules its close on whatever loop is running
+            # when it is garbage-collected, which fails ("Event loop is closed") for a finished loop
             clients = [
-                AsyncOpenAI(base_url=u, api_key=self.api_key, timeout=self.timeout_s, max_retries=0)
+                AsyncOpenAI(
+                    base_url=u, api_key=self.api_key, timeout=self.timeout_s, max_retries=0,
+                    http_client=DefaultAsyncHttpxClient(timeout=self.timeout_s),
+                )
                 for u in self.base_urls
             ]
             state = (clients, asyncio.Semaphore(self.max_concurrency), RateLimiter(self.rpm))
