@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from train_helpers import write_dialogues
+from train_helpers import EMOTIONS, write_dialogues
 
 pytestmark = pytest.mark.slow
 
@@ -167,7 +167,10 @@ def test_grpo_completions_keep_span_tokens_and_resume_without_duplicates(grpo_ru
     assert sorted({r["step"] for r in rows}) == [0, 1, 2]
     assert [sum(r["step"] == s for r in rows) for s in (0, 1, 2)] == [4, 4, 4]
     assert all(set(r["rewards"]) == {"format_reward", "emotion_reward", "rubric_reward"} for r in rows)
-    assert all(r["emotion"] in ("afraid", "proud") for r in rows)  # the hard split's gold labels travel as a column
+    # only the hard split (dialogues 4-7), each prompt with its dialogue's gold label as a column
+    for r in rows:
+        idx = int(r["id"].split(":")[0].removeprefix("dlg"))
+        assert idx >= 4 and r["emotion"] == EMOTIONS[idx % len(EMOTIONS)]
     # TRL decoded these with skip_special_tokens=True: the span markers are still there
     seen = {t for r in rows for t in SPAN_TOKENS if t in r["completion"]}
     assert len(seen) >= 4, seen
