@@ -11,7 +11,7 @@ reasoning is a fixed sentence chosen by the label's valence, the emotion span is
 response a fixed short reply chosen by valence. This measures whether the format and the situation ->
 label mapping can be taught to a 135M model on CPU, not the quality of KardiaBench-style data.
 
-    flock /tmp/kardia-cpu.lock python benchmarks/emotion_sft.py            # ~12 min on 2 idle cores
+    flock /tmp/kardia-cpu.lock python benchmarks/emotion_sft.py            # ~13 min on 2 idle cores
     flock /tmp/kardia-cpu.lock python benchmarks/emotion_sft.py --n-eval 200 --n-train 2000 --grpo-steps 20  # hours on CPU
 
 Cost on 2 CPU cores: one SFT example (~450 tokens, most of it the system prompt) takes ~9 s of forward +
@@ -136,7 +136,7 @@ def main() -> int:
     ap.add_argument("--grpo-lr", type=float, default=5e-6, help="above the paper's 1e-6: a few steps on CPU must move the model")
     ap.add_argument("--num-generations", type=int, default=4)
     ap.add_argument("--judge", default=None, help="add the rubric reward with this judge model (default: format + emotion only)")
-    ap.add_argument("--max-tokens", type=int, default=72)
+    ap.add_argument("--max-tokens", type=int, default=128, help="72 truncates ~half the templated answers (measured)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "runs" / "bench-emotion-sft"))

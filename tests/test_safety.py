@@ -311,3 +311,24 @@ def test_held_out_sets_stay_caught():
         c, n = _load(crisis), _load(safe)
         assert sum(assess(r["text"]).at_risk for r in c) / len(c) >= 0.9
         assert sum(assess(r["text"]).at_risk for r in n) / len(n) <= 0.05
+
+
+@pytest.mark.slow
+def test_semantic_layer_opt_in(tmp_path, monkeypatch):
+    """The opt-in embedding layer (loads a small encoder: run under the CPU lock)."""
+    monkeypatch.setenv("KARDIA_HOME", str(tmp_path))
+    from kardia.safety.semantic import load_semantic
+
+    paraphrase = "I feel like a burden and it would be a relief for them."
+    assert not assess(paraphrase).at_risk  # the patterns miss it
+    a = assess(paraphrase, semantic=True)
+    assert a.at_risk and a.source == "semantic" and a.level == "low" and a.rules == ["semantic_knn"]
+    assert not assess("This traffic is killing me.", semantic=True).at_risk
+    assert not assess("I'm dying to try that bakery.", semantic=True).at_risk
+    assert assess("I want to die", semantic=True).source == "patterns"  # the precise layer decides first
+    assert Guard(semantic=False).semantic is False and Guard().semantic is False  # opt-in
+    monkeypatch.setenv("KARDIA_SAFETY_SEMANTIC", "1")
+    g = Guard()
+    assert g.semantic and g.check(paraphrase).at_risk
+    assert list(tmp_path.glob("cache/safety-prototypes-*.pt"))  # example embeddings cached
+    assert load_semantic().settings.k == 5

@@ -253,6 +253,11 @@ def test_tiny_model_batches_and_rejects_over_length(tiny_model_path):
         assert engine.llm.batches_run < 8, engine.llm.batches_run
         with pytest.raises(openai.BadRequestError) as e:
             client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "word " * 3000}])
+        # the guard runs first: a person in crisis gets the safe reply even with an over-long message
+        long_crisis = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "word " * 3000 + " I want to kill myself."}]
+        )
+        assert long_crisis.choices[0].model_extra["kardia"]["guarded"]
     assert e.value.body["code"] == "context_length_exceeded"
     assert "maximum context length is 2048 tokens" in e.value.body["message"]
 

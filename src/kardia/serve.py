@@ -43,7 +43,7 @@ class ServeConfig(KardiaConfig):
     log_crisis_text: bool = False
     crisis_log: Optional[str] = None  # JSONL file of guard events (no message text unless log_crisis_text)
     guard_model: Optional[str] = None  # optional model-based safety check
-    semantic_guard: bool = True  # the guard's embedding layer (catches paraphrases the patterns miss)
+    semantic_guard: bool = False  # the guard's embedding layer (opt-in: measured weak, see kardia.safety.semantic)
     max_batch: int = 8
     max_tokens: int = 256  # when the client sends none
     temperature: float = 0.7
@@ -191,18 +191,7 @@ def create_app(cfg: ServeConfig, llm: Any = None):
         max_tokens = req.max_completion_tokens or req.max_tokens or cfg.max_tokens
         if max_tokens < 1:
             return _error(400, "max_tokens must be at least 1", param="max_tokens")
-        n_prompt = engine.count_tokens(conversation)
-        if engine.max_context and n_prompt is not None and n_prompt + max_tokens > engine.max_context:
-            return _error(
-                400,
-                f"This model's maximum context length is {engine.max_context} tokens. However, you requested "
-                f"{n_prompt + max_tokens} tokens ({n_prompt} in the messages, {max_tokens} in the completion). "
-                "Please reduce the length of the messages or completion.",
-                param="messages",
-                code="context_length_exceeded",
-            )
-
-        # the guard: newest user message with the history before it
+        # the guard first (a person in crisis gets the safe reply even with an over-long message)
         assessment = await engine.guard.acheck(dialogue[-1]["content"], dialogue[:-1], request_id=rid)
         safety = {"at_risk": assessment.at_risk, "category": assessment.category, "level": assessment.level}
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
@@ -210,6 +199,16 @@ def create_app(cfg: ServeConfig, llm: Any = None):
             content = engine.guard.crisis_reply(assessment)
             info: dict[str, Any] = {"emotion": None, "guarded": True, "safety": safety}
         else:
+            n_prompt = engine.count_tokens(conversation)
+            if engine.max_context and n_prompt is not None and n_prompt + max_tokens > engine.max_context:
+                return _error(
+                    400,
+                    f"This model's maximum context length is {engine.max_context} tokens. However, you requested "
+                    f"{n_prompt + max_tokens} tokens ({n_prompt} in the messages, {max_tokens} in the completion). "
+                    "Please reduce the length of the messages or completion.",
+                    param="messages",
+                    code="context_length_exceeded",
+                )
             stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
             params = SamplingParams(
                 max_tokens=max_tokens,
@@ -310,7 +309,7 @@ def register(app: typer.Typer) -> None:
         log_crisis_text: Optional[bool] = typer.Option(None, "--log-crisis-text/--no-log-crisis-text", help="Log message text with crisis events (off by default)."),
         crisis_log: Optional[Path] = typer.Option(None, "--crisis-log", help="Append guard events to this JSONL file."),
         guard_model: Optional[str] = typer.Option(None, "--guard-model", help="Model string for the optional model-based safety check."),
-        semantic_guard: Optional[bool] = typer.Option(None, "--semantic-guard/--no-semantic-guard", help="The guard's embedding layer (default on)."),
+        semantic_guard: Optional[bool] = typer.Option(None, "--semantic-guard/--no-semantic-guard", help="Add the guard's embedding layer (default off)."),
         max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Most requests generated together (default 8)."),
         max_context: Optional[int] = typer.Option(None, "--max-context", help="Override the model's context length."),
         served_name: Optional[str] = typer.Option(None, "--served-name", help="Model id clients use (default: the model string)."),

@@ -32,14 +32,19 @@ class Guard:
         patterns: str | None = None,
         semantic: bool | None = None,
     ):
-        """semantic: the embedding k-NN layer; default on (set KARDIA_SAFETY_SEMANTIC=0 to turn it off)."""
+        """semantic: the embedding k-NN layer; off by default (KARDIA_SAFETY_SEMANTIC=1 turns it on).
+
+        Off because it measured weak: +3 of 40 blind held-out crises, but it also flags topical look-alikes
+        ("the pills my doctor gave me help") - see benchmarks/safety_eval.py --semantic. For indirect
+        phrasing the patterns miss, use the model check (`model=`) with a capable model.
+        """
         self.locale_file = str(locale_file) if locale_file else None
         self.locale = load_locale(self.locale_file)  # fail early on a bad locale file
         self.log_text = log_text
         self.model = model
         self.patterns = patterns
         if semantic is None:
-            semantic = os.environ.get("KARDIA_SAFETY_SEMANTIC", "1").strip().lower() not in ("0", "false", "no", "off")
+            semantic = os.environ.get("KARDIA_SAFETY_SEMANTIC", "0").strip().lower() not in ("0", "false", "no", "off")
         self.semantic = semantic
         if semantic:
             from .semantic import load_semantic

