@@ -23,11 +23,11 @@ Size = Literal["tiny", "small", "medium"]
 # Sizes are chosen so `small` (the default) fits 15 minutes on 2 CPU cores; `tiny` is for CI.
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(profiles=4, dialogues_per_profile=1, max_exchanges=2, max_revisions=1, sft_steps=2,
-                 grpo_steps=1, num_generations=2, completion_tokens=48, eval_turns=4),
+                 grpo_steps=1, num_generations=2, completion_tokens=32, eval_turns=2, build_tokens=20),
     "small": dict(profiles=8, dialogues_per_profile=2, max_exchanges=3, max_revisions=1, sft_steps=24,
-                  grpo_steps=3, num_generations=4, completion_tokens=96, eval_turns=16),
+                  grpo_steps=3, num_generations=4, completion_tokens=96, eval_turns=16, build_tokens=40),
     "medium": dict(profiles=8, dialogues_per_profile=4, max_exchanges=4, max_revisions=2, sft_steps=80,
-                   grpo_steps=10, num_generations=4, completion_tokens=128, eval_turns=48),
+                   grpo_steps=10, num_generations=4, completion_tokens=128, eval_turns=48, build_tokens=60),
 }
 
 STAGES = ("build", "sft", "grpo", "eval_base", "eval_tuned", "compare")
@@ -47,6 +47,7 @@ class DemoConfig(KardiaConfig):
     num_generations: Optional[int] = None
     completion_tokens: Optional[int] = None
     eval_turns: Optional[int] = None
+    build_tokens: Optional[int] = None  # max tokens of each free-text call while building
     seed: int = 0
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -94,10 +95,15 @@ def stage_build(cfg: DemoConfig, out: Path) -> dict:
             "assign_mbti=true",
             f"models={{user: '{cfg.model}', responder: '{cfg.model}', critic: '{cfg.judge}'}}",
             "responder_mode=guided",
+            "first_user_turn=situation",
+            "user_drift=end",
             "critic_scorer=probs",
             f"max_exchanges={cfg.sized('max_exchanges')}",
             f"max_revisions={cfg.sized('max_revisions')}",
             "sampling.temperature=0.0",
+            f"sampling.user_max_tokens={cfg.sized('build_tokens')}",
+            f"sampling.span_max_tokens={cfg.sized('build_tokens')}",
+            f"sampling.response_max_tokens={cfg.sized('build_tokens')}",
             "concurrency=16",
             "split.test_fraction=0.25",
             f"seed={cfg.seed}",
@@ -139,6 +145,11 @@ def _difficulty_for(counts: dict, wanted: str, console) -> str:
     return "all"
 
 
+def _has_checkpoint(run_dir: Path) -> bool:
+    """A stage killed half-way resumes from its last checkpoint."""
+    return run_dir.is_dir() and any(run_dir.glob("checkpoint-*"))
+
+
 def stage_sft(cfg: DemoConfig, out: Path, build: dict, console) -> dict:
     from .train.config import SFTRunConfig, load_config
     from .train.sft import run_sft
@@ -155,7 +166,7 @@ def stage_sft(cfg: DemoConfig, out: Path, build: dict, console) -> dict:
         max_steps=cfg.sized("sft_steps"),
         **{"data.path": str(out / "data" / "train.jsonl")},
     )
-    summary = run_sft(scfg, resume=True, log=console.print)
+    summary = run_sft(scfg, resume=_has_checkpoint(out / "sft"), log=console.print)
     summary["difficulty_used"] = difficulty
     return summary
 
@@ -180,7 +191,7 @@ def stage_grpo(cfg: DemoConfig, out: Path, build: dict, console) -> dict:
         max_completion_length=cfg.sized("completion_tokens"),
         **{"data.path": str(out / "data" / "train.jsonl")},
     )
-    summary = run_grpo(gcfg, resume=True, log=console.print)
+    summary = run_grpo(gcfg, resume=_has_checkpoint(out / "grpo"), log=console.print)
     summary["difficulty_used"] = difficulty
     return summary
 
@@ -240,7 +251,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     summary = summary_line(out)
     (out / "summary.json").write_text(json.dumps({"timings_s": timings, "summary": summary}, indent=2))
     _print_end(console, out, timings, summary)
-    return {"timings_s": timings, "summary": summary, "report": str(out / "compare" / "report.md")}
+    return {"timings_s": timings, "summary": summary, "report": str(out / "compare" / "compare.md")}
 
 
 def _metric(metrics: dict, key: str) -> float | None:
@@ -279,7 +290,7 @@ def _print_end(console, out: Path, timings: dict, summary: str) -> None:
         table.add_row(k, f"{v:.0f}")
     table.add_row("total", f"{sum(timings.values()):.0f}")
     console.print(table)
-    console.print(f"[bold]report:[/bold] {out / 'compare' / 'report.md'} (and report.html, radar PNG)")
+    console.print(f"[bold]report:[/bold] {out / 'compare' / 'compare.md'} (and compare.html, radar_overlay.png)")
     console.print(f"[bold]{summary}[/bold]")
 
 

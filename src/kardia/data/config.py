@@ -101,6 +101,12 @@ class BuildConfig(KardiaConfig):
     responder_mode: Literal["guided", "single"] = "guided"
     emotion_choice: Literal["auto", "probs", "text"] = "auto"  # auto: probs on local backends, else text
     max_exchanges: int = Field(10, ge=1)
+    # "situation": the seed situation itself is the user's opening turn (as in EmpatheticDialogues, where the
+    # speaker opens by telling it); "simulate": U writes it. Small user simulators do far better with "situation".
+    first_user_turn: Literal["simulate", "situation"] = "simulate"
+    # A simulated user turn that drifts out of character (the identity-drift patterns): "drop" keeps it and the
+    # filter drops the dialogue (the paper's rule); "end" ends the dialogue before it, recorded in meta.ended.
+    user_drift: Literal["drop", "end"] = "drop"
     max_revisions: int = Field(5, ge=0)
     critic_rubric: str = "critic"
     critic_scorer: Literal["text", "probs", "auto"] = "text"  # probs: most probable verdict word (local models; no reasons)

@@ -278,7 +278,14 @@ class DialogueLoop:
         revisions = unparsed = emotion_unparsed = 0
         ended = "max_exchanges"
         for k in range(cfg.max_exchanges):
-            user = await self.user_turn(item, turns, k)
+            if k == 0 and cfg.first_user_turn == "situation":
+                user = _opening_from_situation(item.seed.situation)
+            else:
+                user = await self.user_turn(item, turns, k)
+            if k > 0 and cfg.user_drift == "end" and _drifts(user, cfg.filters.identity_patterns):
+                trace.append({"exchange": k, "role": "U", "kind": "user_drift_end", "text": user})
+                ended = "user_drift"
+                break
             turns.append({"role": "user", "content": user})
             self.counters.turns += 1
             trace.append({"exchange": k, "role": "U", "kind": "user_turn", "text": user})
@@ -372,3 +379,15 @@ def _visible_draft(draft: str) -> str:
     if not any(p.as_dict().values()):
         return draft.strip()[:600]
     return "\n".join(f"{k}: {v}" for k, v in p.as_dict().items() if v is not None)
+
+
+def _opening_from_situation(situation: str) -> str:
+    """The seed situation as the user's first message (ED situations are lowercased: restore sentence case)."""
+    text = " ".join(situation.split())
+    return text[:1].upper() + text[1:] if text else text
+
+
+def _drifts(text: str, patterns: str) -> bool:
+    from .filters import identity_patterns
+
+    return any(p.search(text) for p in identity_patterns(patterns))
