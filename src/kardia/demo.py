@@ -25,7 +25,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(profiles=4, dialogues_per_profile=1, max_exchanges=2, max_revisions=1, sft_steps=2,
                  grpo_steps=1, num_generations=2, completion_tokens=32, eval_turns=2, build_tokens=20),
     "small": dict(profiles=8, dialogues_per_profile=2, max_exchanges=2, max_revisions=1, sft_steps=6,
-                  grpo_steps=2, num_generations=4, completion_tokens=64, eval_turns=8, build_tokens=24),
+                  grpo_steps=1, num_generations=4, completion_tokens=64, eval_turns=6, build_tokens=24),
     "medium": dict(profiles=8, dialogues_per_profile=4, max_exchanges=4, max_revisions=2, sft_steps=80,
                    grpo_steps=10, num_generations=4, completion_tokens=128, eval_turns=48, build_tokens=60),
 }
