@@ -83,7 +83,32 @@ def _dimension_text(rubric: Rubric, d: Dimension) -> str:
     return rubric.describe([d.key])
 
 
-class Judge:
+class ModelRole:
+    """What the judge, the critic and the pairwise judge share: a model loaded on first use and a scorer
+    where `auto` means token probabilities on local backends, text on remote ones."""
+
+    model: str
+    cache: bool
+    llm_options: dict
+    _llm: Any
+    _scorer: str
+
+    @property
+    def llm(self):
+        if self._llm is None:
+            from ..llm import load_llm
+
+            self._llm = load_llm(self.model, cache=self.cache, **self.llm_options)
+        return self._llm
+
+    @property
+    def scorer(self) -> str:
+        if self._scorer == "auto":
+            return "probs" if hasattr(self.llm, "anext_token_probs") else "text"
+        return self._scorer
+
+
+class Judge(ModelRole):
     """Scores `JudgeItem`s against a rubric with one model (any `kardia.llm` model string).
 
     mode: "single" (all dimensions in one call, JSON answer) or "per_dimension" (one call each).
@@ -122,20 +147,6 @@ class Judge:
         self.llm_options = llm_options or {}
 
     # -- plumbing ---------------------------------------------------------------------------------
-    @property
-    def llm(self):
-        if self._llm is None:
-            from ..llm import load_llm
-
-            self._llm = load_llm(self.model, cache=self.cache, **self.llm_options)
-        return self._llm
-
-    @property
-    def scorer(self) -> str:
-        if self._scorer == "auto":
-            return "probs" if hasattr(self.llm, "anext_token_probs") else "text"
-        return self._scorer
-
     def _system(self, tag: str) -> dict:
         return {"role": "system", "content": fill("judge/system", tag=tag)}
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from ..llm import LLMError, SamplingParams
 from ..llm.types import run_sync
 from ..prompts import fill
-from .core import JudgeItem
+from .core import JudgeItem, ModelRole
 from .isolate import data_block, history_text
 from .parse import JudgeParseError, parse_reasons, parse_verdict
 from .rubric import Rubric, load_rubric
@@ -60,7 +60,7 @@ def _check_distinct_first_tokens(llm, labels: list[str]) -> None:
         raise ValueError(f"verdict labels {labels} share a first token for this model: use scorer='text'")
 
 
-class Critic:
+class Critic(ModelRole):
     """Grades one generated supporter turn. scorer "text" parses JSON / `Verdict:` lines; "probs" takes
     the most probable verdict word from a local model (never unparseable, no reasons); "auto" picks."""
 
@@ -86,20 +86,6 @@ class Critic:
         self.max_tokens = max_tokens
         self.parse_retries = parse_retries
         self.llm_options = llm_options or {}
-
-    @property
-    def llm(self):
-        if self._llm is None:
-            from ..llm import load_llm
-
-            self._llm = load_llm(self.model, cache=self.cache, **self.llm_options)
-        return self._llm
-
-    @property
-    def scorer(self) -> str:
-        if self._scorer == "auto":
-            return "probs" if hasattr(self.llm, "anext_token_probs") else "text"
-        return self._scorer
 
     def messages(self, item: JudgeItem, template: str = "judge/critic") -> list[dict]:
         sections = [

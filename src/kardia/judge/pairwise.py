@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from ..llm import LLMError, SamplingParams
 from ..prompts import fill
-from .core import JudgeItem, data_sections
+from .core import JudgeItem, ModelRole, data_sections
 from .isolate import data_block
 from .parse import JudgeParseError, parse_verdict
 from .rubric import Rubric, load_rubric
@@ -28,7 +28,7 @@ class PairwiseResult(BaseModel):
     probs: dict[str, dict[str, float]] | None = None
 
 
-class PairwiseJudge:
+class PairwiseJudge(ModelRole):
     def __init__(
         self,
         model: str = "embedded",
@@ -47,20 +47,6 @@ class PairwiseJudge:
         self.cache = cache
         self.max_tokens = max_tokens
         self.llm_options = llm_options or {}
-
-    @property
-    def llm(self):
-        if self._llm is None:
-            from ..llm import load_llm
-
-            self._llm = load_llm(self.model, cache=self.cache, **self.llm_options)
-        return self._llm
-
-    @property
-    def scorer(self) -> str:
-        if self._scorer == "auto":
-            return "probs" if hasattr(self.llm, "anext_token_probs") else "text"
-        return self._scorer
 
     def messages(self, item: JudgeItem, a: str, b: str, template: str) -> list[dict]:
         sections = data_sections(item)[:-1] + [("reply A", a), ("reply B", b)]
