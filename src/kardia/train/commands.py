@@ -50,6 +50,28 @@ def _print_plan(cfg: Any, info: dict[str, Any]) -> None:
     con.print(table)
 
 
+def _run_stage(cls, config, set_, preset, plan, run, resume, dry_run: bool, explicit: dict[str, Any]) -> None:
+    """What `train sft` and `train grpo` share: load the config, plan, then print the plan or train."""
+    from ..config import ConfigError
+    from .common import TrainError
+    from .config import load_config
+
+    try:
+        cfg = load_config(cls, config, set_ or [], preset, **_explicit(**explicit))
+        info = plan(cfg)
+    except (ConfigError, TrainError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    if dry_run:
+        _print_plan(cfg, info)
+        return
+    try:
+        summary = run(cfg, resume=resume)
+    except TrainError as exc:
+        _fail(exc)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k != "metrics"}, indent=2))
+    typer.echo(f"saved {summary['model_dir']}: kardia chat --model {summary['model_dir']}")
+
+
 def _fail(exc: Exception) -> None:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -73,28 +95,13 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = OPT_DRY,
     ) -> None:
         """Supervised fine-tuning: whole dialogues, loss on assistant turns only."""
-        from ..config import ConfigError
-        from .common import TrainError
-        from .config import SFTRunConfig, load_config
+        from .config import SFTRunConfig
         from .sft import plan, run_sft
 
-        try:
-            cfg = load_config(
-                SFTRunConfig, config, set_ or [], preset,
-                **_explicit(**{"data.path": data, "model": model, "output_dir": output, "max_steps": max_steps, "lora.enabled": lora}),
-            )
-            info = plan(cfg)
-        except (ConfigError, TrainError, ValueError, FileNotFoundError) as exc:
-            _fail(exc)
-        if dry_run:
-            _print_plan(cfg, info)
-            return
-        try:
-            summary = run_sft(cfg, resume=resume_from or resume)
-        except TrainError as exc:
-            _fail(exc)
-        typer.echo(json.dumps({k: v for k, v in summary.items() if k != "metrics"}, indent=2))
-        typer.echo(f"saved {summary['model_dir']}: kardia chat --model {summary['model_dir']}")
+        _run_stage(
+            SFTRunConfig, config, set_, preset, plan, run_sft, resume_from or resume, dry_run,
+            {"data.path": data, "model": model, "output_dir": output, "max_steps": max_steps, "lora.enabled": lora},
+        )
 
     @train.command("grpo")
     def grpo(
@@ -114,30 +121,15 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = OPT_DRY,
     ) -> None:
         """GRPO with format + emotion + rubric-judge rewards, one prompt per assistant turn."""
-        from ..config import ConfigError
-        from .common import TrainError
-        from .config import GRPORunConfig, load_config
+        from .config import GRPORunConfig
         from .grpo import plan, run_grpo
 
-        try:
-            cfg = load_config(
-                GRPORunConfig, config, set_ or [], preset,
-                **_explicit(**{
-                    "data.path": data, "model": model, "output_dir": output, "max_steps": max_steps,
-                    "judge.model": judge, "num_generations": num_generations, "use_vllm": use_vllm, "vllm_mode": vllm_mode,
-                }),
-            )
-            info = plan(cfg)
-        except (ConfigError, TrainError, ValueError, FileNotFoundError) as exc:
-            _fail(exc)
-        if dry_run:
-            _print_plan(cfg, info)
-            return
-        try:
-            summary = run_grpo(cfg, resume=resume_from or resume)
-        except TrainError as exc:
-            _fail(exc)
-        typer.echo(json.dumps({k: v for k, v in summary.items() if k != "metrics"}, indent=2))
-        typer.echo(f"saved {summary['model_dir']}: kardia chat --model {summary['model_dir']}")
+        _run_stage(
+            GRPORunConfig, config, set_, preset, plan, run_grpo, resume_from or resume, dry_run,
+            {
+                "data.path": data, "model": model, "output_dir": output, "max_steps": max_steps,
+                "judge.model": judge, "num_generations": num_generations, "use_vllm": use_vllm, "vllm_mode": vllm_mode,
+            },
+        )
 
     app.add_typer(train, name="train")
