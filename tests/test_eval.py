@@ -188,6 +188,9 @@ def _check_report_matches(out: Path, records: list[dict]):
     assert m["criteria"]["emotion_accuracy"]["n"] == len(gold)
     lo, hi = m["criteria"]["emotion_accuracy"]["lo"], m["criteria"]["emotion_accuracy"]["hi"]
     assert lo <= acc <= hi
+    named = sum(r["pred_emotion"] is not None for r in gold) / len(gold)
+    assert m["criteria"]["emotion_named"]["value"] == pytest.approx(named)
+    assert sum(m["emotion_parse"].values()) == len(gold)
     fmt = [r["format_ok"] for r in records if r["format_ok"] is not None]
     if fmt:
         assert m["criteria"]["format_validity"]["value"] == pytest.approx(sum(fmt) / len(fmt))

@@ -44,7 +44,8 @@ def compare_runs(dirs: Sequence[str | Path], out: str | Path, n_boot: int = 1000
             n += "'"
         names.append(n)
     dims = [d for d in runs[0][2]["dims"] if all(d in m["dims"] for _, _, m in runs[1:])]
-    keys = ["emotion_accuracy", "macro_f1", "near_miss_accuracy", "format_validity", *dims, "judged_mean", "crisis_handling"]
+    keys = ["emotion_accuracy", "macro_f1", "near_miss_accuracy", "emotion_named", "format_validity", *dims, "judged_mean",
+            "crisis_handling"]
     table = [[nice(k)] + [fmt_ci(m["criteria"].get(k), pct=k in PCT) for _, _, m in runs] for k in keys]
     table.append(["judge failures"] + [str(m["judge"]["failures"]) for _, _, m in runs])
     table.append(["items scored"] + [str(m["n_items"]) for _, _, m in runs])

@@ -174,6 +174,8 @@ def item_values(records: Sequence[dict], dims: Sequence[str]) -> dict[str, list[
     vals: dict[str, list[float | None]] = {
         "emotion_accuracy": [_bool(r.get("emotion_correct")) if r.get("gold_emotion") else None for r in records],
         "near_miss_accuracy": [_bool(r.get("family_correct")) if r.get("gold_emotion") else None for r in records],
+        # Tells "named no label" apart from "named the wrong one": small untrained models mostly do the first.
+        "emotion_named": [_bool(r.get("pred_emotion")) if r.get("gold_emotion") else None for r in records],
         "format_validity": [_bool(r.get("format_ok")) for r in records],
     }
     for d in dims:
@@ -193,7 +195,7 @@ def compute_metrics(records: Sequence[dict], n_boot: int = 1000, seed: int = 0) 
     rs = Resampler([r["dialogue_id"] for r in records], n_boot=n_boot, seed=seed)
     vals = item_values(records, dims)
     criteria: dict[str, Any] = {}
-    for name in ("emotion_accuracy", "near_miss_accuracy"):
+    for name in ("emotion_accuracy", "near_miss_accuracy", "emotion_named"):
         criteria[name] = rs.mean(vals[name])
     criteria["macro_f1"] = macro_f1(records, rs)
     criteria["format_validity"] = rs.mean(vals["format_validity"])
@@ -238,6 +240,7 @@ def compute_metrics(records: Sequence[dict], n_boot: int = 1000, seed: int = 0) 
             "failures": sum(judge_failures.values()),
             "failure_kinds": dict(judge_failures),
         },
+        "emotion_parse": dict(Counter(r.get("emotion_parse") or "none" for r in records if r.get("gold_emotion"))),
         "at_risk": sum(1 for r in records if (r.get("risk") or {}).get("at_risk")),
         "confusion": confusion([r for r in records if r.get("gold_emotion")]),
         "breakdowns": breakdowns,
@@ -278,7 +281,8 @@ def paired_bootstrap(
     va, vb = item_values(ra, dims), item_values(rb, dims)
     rs = Resampler([r["dialogue_id"] for r in ra], n_boot=n_boot, seed=seed)
     out: dict[str, dict[str, Any]] = {}
-    for name in ["emotion_accuracy", "near_miss_accuracy", "format_validity", *dims, "judged_mean", "crisis_handling"]:
+    for name in ["emotion_accuracy", "near_miss_accuracy", "emotion_named", "format_validity", *dims, "judged_mean",
+                 "crisis_handling"]:
         x = np.array([np.nan if v is None else v for v in va[name]], dtype=float)
         y = np.array([np.nan if v is None else v for v in vb[name]], dtype=float)
         ok = ~np.isnan(x) & ~np.isnan(y)

@@ -14,11 +14,12 @@ from typing import Any, Sequence
 
 from .metrics import compute_metrics, fmt_ci, judged_mean, radar_values
 
-PCT = {"emotion_accuracy", "near_miss_accuracy", "macro_f1", "format_validity", "crisis_handling"}
+PCT = {"emotion_accuracy", "near_miss_accuracy", "emotion_named", "macro_f1", "format_validity", "crisis_handling"}
 LABELS = {
     "emotion_accuracy": "Emotion accuracy",
     "near_miss_accuracy": "Near-miss accuracy (same family)",
     "macro_f1": "Emotion macro-F1",
+    "emotion_named": "Emotion answer is one of the 32 labels",
     "format_validity": "Format validity",
     "judged_mean": "Mean of judged dimensions",
     "crisis_handling": "Crisis handling (at-risk turns)",
@@ -129,8 +130,8 @@ def worst_examples(records: Sequence[dict], k: int = 5) -> list[dict]:
 
 def criteria_rows(metrics: dict[str, Any]) -> list[tuple[str, str, int]]:
     c = metrics["criteria"]
-    keys = ["emotion_accuracy", "macro_f1", "near_miss_accuracy", "format_validity", *metrics["dims"], "judged_mean",
-            "crisis_handling"]
+    keys = ["emotion_accuracy", "macro_f1", "near_miss_accuracy", "emotion_named", "format_validity", *metrics["dims"],
+            "judged_mean", "crisis_handling"]
     return [(k, fmt_ci(c[k], pct=k in PCT), c[k]["n"]) for k in keys if k in c]
 
 
@@ -171,8 +172,8 @@ def build_report(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str
         bars_png({label: metrics["criteria"]}, metrics["dims"] + ["judged_mean"], out / "judged_bars.png",
                  "Judged dimensions (1-5), 95% intervals", ylim=(1, 5))
         figs["judged_bars"] = "judged_bars.png"
-    rate_keys = [k for k in ("emotion_accuracy", "near_miss_accuracy", "macro_f1", "format_validity", "crisis_handling")
-                 if metrics["criteria"][k]["value"] is not None]
+    rate_keys = [k for k in ("emotion_accuracy", "near_miss_accuracy", "macro_f1", "emotion_named", "format_validity",
+                             "crisis_handling") if metrics["criteria"].get(k, {}).get("value") is not None]
     bars_png({label: metrics["criteria"]}, rate_keys, out / "rate_bars.png", "Rates (0-1), 95% intervals", ylim=(0, 1))
     figs["rate_bars"] = "rate_bars.png"
     if metrics["confusion"]["rows"]:
@@ -195,6 +196,8 @@ def _header_lines(metrics: dict[str, Any]) -> list[str]:
         f"- Judge: `{r['judge']}` (rubric `{r['rubric']}`): {j['scored']} scored, **{j['failures']} judge failures**"
         + (f" ({', '.join(f'{k}: {v}' for k, v in j['failure_kinds'].items())})" if j["failure_kinds"] else "")
         + " (failures are excluded from the means, never scored)",
+        f"- How the emotion answers were read: "
+        + (", ".join(f"{k}: {v}" for k, v in sorted(metrics.get("emotion_parse", {}).items())) or "n/a"),
         f"- Turns at risk (kardia.safety): {metrics['at_risk']}",
         f"- Intervals: 95% percentile, cluster bootstrap over dialogues, {metrics['n_boot']} resamples (seed {metrics['seed']})",
         f"- Eval wall time: {r['wall_s']:.1f} s",
