@@ -111,6 +111,21 @@ def test_esconv_and_jsonl_seeds(tmp_path, shared_data):
     assert len(list(jsonl_seeds(resource_path("samples", "situations.jsonl")))) == 24
 
 
+def test_seed_jsonl_bad_lines_are_skipped_and_counted_once(tmp_path):
+    """Broken JSON, a non-object and a bad label: each kept once in `bad`, with its line; good lines survive."""
+    j = tmp_path / "s.jsonl"
+    j.write_text('{"situation": "a", "emotion": 6}\n{oops\n[1, 2]\n\n{"situation": "b", "emotion": "happyish"}\n'
+                 '{"situation": "c", "emotion": "sad"}\n')
+    bad: list = []
+    assert [s.situation for s in jsonl_seeds(j, skip_bad=True, bad=bad)] == ["a", "c"]
+    assert [(b.line, b.field) for b in bad] == [(2, None), (3, None), (5, "emotion")]
+    es = tmp_path / "es.jsonl"
+    es.write_text('{"emotion_type": "anxiety", "situation": "x"}\n"just a string"\n')
+    bad = []
+    assert len(list(esconv_seeds(es, skip_bad=True, bad=bad))) == 1
+    assert [b.line for b in bad] == [2]
+
+
 # -- plan -----------------------------------------------------------------------------------------
 
 

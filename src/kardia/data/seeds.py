@@ -8,7 +8,6 @@ An unknown label id or name is an error naming file, line and field (or skipped 
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Iterator
 
@@ -16,7 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from ..paths import resource_path
-from ..records import RecordError
+from ..records import RecordError, iter_jsonl
 
 
 class Seed(BaseModel):
@@ -36,38 +35,51 @@ def _clean(text: str) -> str:
     return " ".join(text.replace("_comma_", ",").split())
 
 
+def _checked(rows: Iterator[tuple[int, object]], convert, skip_bad: bool, bad: list | None) -> Iterator[Seed]:
+    """Convert (line, row) pairs to seeds; a RecordError is raised, or with `skip_bad` kept in `bad`."""
+    for line, row in rows:
+        try:
+            seed = convert(line, row)
+        except RecordError as err:
+            if not skip_bad:
+                raise
+            if bad is not None:
+                bad.append(err)
+            continue
+        yield seed
+
+
+def _must_exist(p: Path, what: str) -> None:
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: {what} file not found")
+
+
 def ed_seeds(path: str | Path, skip_bad: bool = False, bad: list | None = None) -> Iterator[Seed]:
     """EmpatheticDialogues situations; `aug_text` (a machine paraphrase) is ignored on purpose."""
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: EmpatheticDialogues file not found")
+    _must_exist(p, "EmpatheticDialogues")
     labels, by_id = _labels()
+
+    def convert(line: int, row: dict) -> Seed:
+        raw = (row.get("label") or "").strip()
+        try:
+            label_id = int(raw)
+        except ValueError:
+            raise RecordError(p, line, "label", f"label id {raw!r} is not an integer") from None
+        if label_id not in by_id:
+            raise RecordError(p, line, "label", f"unknown label id {label_id} (expected 0-{len(labels) - 1})")
+        text = _clean(row.get("text") or "")
+        if not text:
+            raise RecordError(p, line, "text", "empty situation")
+        return Seed(id=f"ed:{p.stem}:{line}", situation=text, emotion=by_id[label_id], source="ed")
+
     with p.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         cols = reader.fieldnames or []
         for need in ("text", "label"):
             if need not in cols:
                 raise RecordError(p, 1, need, f"CSV header has no {need!r} column (found {cols})")
-        for row in reader:
-            line = reader.line_num
-            try:
-                raw = (row.get("label") or "").strip()
-                try:
-                    label_id = int(raw)
-                except ValueError:
-                    raise RecordError(p, line, "label", f"label id {raw!r} is not an integer") from None
-                if label_id not in by_id:
-                    raise RecordError(p, line, "label", f"unknown label id {label_id} (expected 0-{len(labels) - 1})")
-                text = _clean(row.get("text") or "")
-                if not text:
-                    raise RecordError(p, line, "text", "empty situation")
-            except RecordError as err:
-                if not skip_bad:
-                    raise
-                if bad is not None:
-                    bad.append(err)
-                continue
-            yield Seed(id=f"ed:{p.stem}:{line}", situation=text, emotion=by_id[label_id], source="ed")
+        yield from _checked(((reader.line_num, row) for row in reader), convert, skip_bad, bad)
 
 
 def esconv_seeds(
@@ -75,72 +87,48 @@ def esconv_seeds(
 ) -> Iterator[Seed]:
     """ESConv seeker situations; `emotion_type` goes through `esconv_emotion_map.yaml`."""
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: ESConv file not found")
+    _must_exist(p, "ESConv")
     labels, _ = _labels()
     map_path = Path(emotion_map) if emotion_map else resource_path("samples", "esconv_emotion_map.yaml")
     mapping = yaml.safe_load(map_path.read_text(encoding="utf-8")) or {}
-    with p.open(encoding="utf-8") as fh:
-        for line, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise RecordError(p, line, None, f"not valid JSON ({exc.msg})") from None
-                etype = obj.get("emotion_type")
-                label = mapping.get(etype) if isinstance(etype, str) else None
-                if label not in labels:
-                    raise RecordError(
-                        p, line, "emotion_type", f"{etype!r} has no mapping to the 32 labels in {map_path}"
-                    )
-                text = _clean(obj.get("situation") or "")
-                if not text:
-                    raise RecordError(p, line, "situation", "missing or empty")
-            except RecordError as err:
-                if not skip_bad:
-                    raise
-                if bad is not None:
-                    bad.append(err)
-                continue
-            yield Seed(id=f"esconv:{p.stem}:{line}", situation=text, emotion=label, source="esconv")
+
+    def convert(line: int, obj: object) -> Seed:
+        if not isinstance(obj, dict):
+            raise RecordError(p, line, None, "expected a JSON object")
+        etype = obj.get("emotion_type")
+        label = mapping.get(etype) if isinstance(etype, str) else None
+        if label not in labels:
+            raise RecordError(p, line, "emotion_type", f"{etype!r} has no mapping to the 32 labels in {map_path}")
+        text = _clean(obj.get("situation") or "")
+        if not text:
+            raise RecordError(p, line, "situation", "missing or empty")
+        return Seed(id=f"esconv:{p.stem}:{line}", situation=text, emotion=label, source="esconv")
+
+    yield from _checked(iter_jsonl(p, skip_bad=skip_bad, bad=bad), convert, skip_bad, bad)
 
 
 def jsonl_seeds(path: str | Path, skip_bad: bool = False, bad: list | None = None) -> Iterator[Seed]:
     """Our own situations: `{"situation": ..., "emotion": <label or id>, "id"?: ...}` per line."""
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: situations file not found")
+    _must_exist(p, "situations")
     labels, by_id = _labels()
-    with p.open(encoding="utf-8") as fh:
-        for line, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise RecordError(p, line, None, f"not valid JSON ({exc.msg})") from None
-                if not isinstance(obj, dict):
-                    raise RecordError(p, line, None, "expected a JSON object")
-                emo = obj.get("emotion")
-                if isinstance(emo, int) and not isinstance(emo, bool):
-                    if emo not in by_id:
-                        raise RecordError(p, line, "emotion", f"unknown label id {emo}")
-                    emo = by_id[emo]
-                if emo not in labels:
-                    raise RecordError(p, line, "emotion", f"{emo!r} is not one of the 32 labels")
-                text = _clean(str(obj.get("situation") or ""))
-                if not text:
-                    raise RecordError(p, line, "situation", "missing or empty")
-            except RecordError as err:
-                if not skip_bad:
-                    raise
-                if bad is not None:
-                    bad.append(err)
-                continue
-            yield Seed(id=str(obj.get("id") or f"{p.stem}:{line}"), situation=text, emotion=emo, source=p.stem)
+
+    def convert(line: int, obj: object) -> Seed:
+        if not isinstance(obj, dict):
+            raise RecordError(p, line, None, "expected a JSON object")
+        emo = obj.get("emotion")
+        if isinstance(emo, int) and not isinstance(emo, bool):
+            if emo not in by_id:
+                raise RecordError(p, line, "emotion", f"unknown label id {emo}")
+            emo = by_id[emo]
+        if emo not in labels:
+            raise RecordError(p, line, "emotion", f"{emo!r} is not one of the 32 labels")
+        text = _clean(str(obj.get("situation") or ""))
+        if not text:
+            raise RecordError(p, line, "situation", "missing or empty")
+        return Seed(id=str(obj.get("id") or f"{p.stem}:{line}"), situation=text, emotion=emo, source=p.stem)
+
+    yield from _checked(iter_jsonl(p, skip_bad=skip_bad, bad=bad), convert, skip_bad, bad)
 
 
 def load_seeds(
