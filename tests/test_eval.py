@@ -423,6 +423,27 @@ def test_human_export_and_import(tmp_path, fake_server, shared_data):
     assert (e.value.path, e.value.line, e.value.field) == (str(bad), 2, "empathy")
 
 
+def test_probs_emotion_reader_needs_a_local_model(tmp_path, fake_server, shared_data):
+    model, judge = fake_server(responder=fake_model()), fake_server(responder=fake_judge)
+    cfg = _cfg(tmp_path, model, judge, shared_data, mode="plain", emotion_reader="probs", limit=2)
+    with pytest.raises(EvalError, match="emotion_reader=probs needs a local model"):
+        run_eval(cfg, progress=False)
+
+
+def test_run_file_from_before_a_new_setting_still_resumes(tmp_path, fake_server, shared_data):
+    """A run.json written before `emotion_reader` existed resumes when the setting is at its default."""
+    model, judge = fake_server(responder=fake_model()), fake_server(responder=fake_judge)
+    cfg = _cfg(tmp_path, model, judge, shared_data, limit=2)
+    run_eval(cfg, progress=False)
+    run_file = Path(cfg.out) / "run.json"
+    data = json.loads(run_file.read_text())
+    del data["identity"]["emotion_reader"]
+    run_file.write_text(json.dumps(data))
+    assert run_eval(cfg, progress=False)["scored_now"] == 0
+    with pytest.raises(EvalError, match="emotion_reader"):
+        run_eval(cfg.model_copy(update={"emotion_reader": "probs"}), progress=False)
+
+
 def test_plain_emotion_answers_are_read_strictly():
     from kardia.eval.run import read_plain_emotion
 

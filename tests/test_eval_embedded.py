@@ -45,3 +45,22 @@ def _has_safety() -> bool:
     except ModuleNotFoundError:
         return False
     return True
+
+
+def test_plain_mode_emotion_read_by_probabilities(tmp_path, shared_data, embedded_path, monkeypatch):
+    """`emotion_reader=probs`: every turn gets one of the 32 labels, read from the model's own probabilities."""
+    from kardia.emotions import LABELS
+    from kardia.eval.run import EvalConfig, run_eval
+
+    monkeypatch.setenv("KARDIA_HOME", str(tmp_path / "home"))
+    cfg = EvalConfig(model="embedded", judge="none", mode="plain", emotion_reader="probs", limit=3,
+                     data=str(shared_data / "empatheticdialogues/ed_valid_utterances_kaggle.csv"),
+                     out=str(tmp_path / "probs"), plain_max_tokens=8, n_boot=100, cache=False, safety=False)
+    summary = run_eval(cfg, progress=False)
+    assert summary["failures"] == [] and summary["scored_now"] == 3
+    recs = [json.loads(l) for l in (Path(cfg.out) / "results.jsonl").read_text().splitlines()]
+    assert all(r["pred_emotion"] in LABELS and r["emotion_parse"] == "probs" for r in recs)
+    assert all("(p=" in r["emotion_output"] for r in recs)
+    m = json.loads((Path(cfg.out) / "metrics.json").read_text())
+    assert m["criteria"]["emotion_named"]["value"] == 1.0 and m["emotion_parse"] == {"probs": 3}
+    assert "most probable of the 32 labels" in (Path(cfg.out) / "report.md").read_text()

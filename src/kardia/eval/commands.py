@@ -44,6 +44,9 @@ def register(app: typer.Typer) -> None:
         fmt: Optional[str] = typer.Option(None, "--format", help="auto | kardia | ed | esconv."),
         rubric: Optional[str] = typer.Option(None, "--rubric", help="Judge rubric name or file (default kardia)."),
         judge_scorer: Optional[str] = typer.Option(None, "--judge-scorer", help="text | probs | auto."),
+        emotion_reader: Optional[str] = typer.Option(
+            None, "--emotion-reader", help="plain mode: text (the label it writes) | probs (most probable label; local models)."
+        ),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (EvalConfig fields)."),
         set_: List[str] = typer.Option([], "--set", help="key=value override, repeatable."),
         no_progress: bool = typer.Option(False, "--no-progress"),
@@ -54,7 +57,8 @@ def register(app: typer.Typer) -> None:
 
         overrides = list(set_)
         for key, val in (("model", model), ("data", data), ("judge", judge), ("out", out), ("mode", mode),
-                         ("limit", limit), ("format", fmt), ("rubric", rubric), ("judge_scorer", judge_scorer)):
+                         ("limit", limit), ("format", fmt), ("rubric", rubric), ("judge_scorer", judge_scorer),
+                         ("emotion_reader", emotion_reader)):
             if val is not None:
                 overrides.append(f"{key}={val}")
         try:

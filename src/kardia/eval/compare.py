@@ -16,7 +16,10 @@ from .report import PCT, STYLE, _html_table, _img, _md_table, bars_png, nice, ra
 
 def _name(d: Path, metrics: dict) -> str:
     run = metrics.get("run") or {}
-    return f"{d.name}: {run.get('model')} ({run.get('mode')})"
+    mode = run.get("mode")
+    if mode == "plain" and run.get("emotion_reader") == "probs":
+        mode = "plain, emotion by probs"
+    return f"{d.name}: {run.get('model')} ({mode})"
 
 
 def compare_runs(dirs: Sequence[str | Path], out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:

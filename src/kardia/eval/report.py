@@ -156,6 +156,7 @@ def build_report(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str
     ident = run.get("identity", {})
     metrics["run"] = {"model": ident.get("model"), "mode": run.get("mode"), "judge": ident.get("judge"),
                       "rubric": ident.get("rubric"), "data": ident.get("data"), "total_items": run.get("total_items"),
+                      "emotion_reader": ident.get("emotion_reader", "text"),
                       "wall_s": sum(r.get("wall_s", 0) for r in run.get("runs", []))}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
     if not records:
@@ -188,8 +189,10 @@ def build_report(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str
 
 def _header_lines(metrics: dict[str, Any]) -> list[str]:
     r, j = metrics["run"], metrics["judge"]
+    reader = {"probs": "read as the most probable of the 32 labels", "text": "read from the label it wrote"}
     mode_note = {"spans": "spans (four-span output; emotion read from the emotion span)",
-                 "plain": "plain (answers normally; emotion asked in a separate call; format validity n/a)"}
+                 "plain": "plain (answers normally; emotion asked in a separate call, "
+                          f"{reader.get(r.get('emotion_reader') or 'text')}; format validity n/a)"}
     return [
         f"- Model: `{r['model']}`; mode: **{mode_note.get(r['mode'], r['mode'])}**",
         f"- Data: `{r['data']}`: {metrics['n_items']} turns scored of {r['total_items']}, {metrics['n_dialogues']} dialogues",

@@ -5,6 +5,9 @@ Two modes, so baselines are treated fairly:
   strictly (`kardia.emotions.normalize`) and the format is checked (`kardia.spans.parse`).
 - plain: a plain listener prompt; the model just answers; a separate call asks it for the emotion
   (prompt `resources/prompts/eval/emotion_question.txt`). Format validity is not applicable.
+  `emotion_reader` says how that answer is read: `text` (default, the paper's way: the model writes
+  a label, read strictly) or `probs` (local models: the most probable of the 32 labels after
+  "Emotion:", so a small model that cannot follow the instruction still gets a fair reading).
 `auto` picks spans when the model's tokenizer knows the span tokens, else plain (remote models: plain).
 
 Per-item records go to `OUT/results.jsonl` (append + fsync); a rerun skips ids already there, so a
@@ -45,6 +48,7 @@ class EvalConfig(KardiaConfig):
     max_tokens: int = 384  # spans mode: the four spans
     plain_max_tokens: int = 96  # plain mode: the reply (the paper's responses are ~30 tokens)
     emotion_max_tokens: int = 12
+    emotion_reader: Literal["text", "probs"] = "text"  # plain mode only; probs needs a local model
     temperature: float = 0.0  # greedy by default: an eval is reproducible and cached
     top_p: float = 1.0
     seed: int | None = None
@@ -61,7 +65,7 @@ class EvalConfig(KardiaConfig):
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resume."""
         keys = ("model", "data", "format", "judge", "rubric", "judge_mode", "judge_scorer", "max_tokens",
-                "plain_max_tokens", "emotion_max_tokens", "temperature", "top_p", "seed", "max_history_messages",
+                "plain_max_tokens", "emotion_max_tokens", "emotion_reader", "temperature", "top_p", "seed", "max_history_messages",
                 "esconv_include_approximate")
         d = self.model_dump(mode="json")
         return {k: d[k] for k in keys}
@@ -138,6 +142,8 @@ class Evaluator:
         self.emo_params = SamplingParams(
             max_tokens=cfg.emotion_max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed
         )
+        if mode == "plain" and cfg.emotion_reader == "probs" and not hasattr(self.llm, "anext_token_probs"):
+            raise EvalError(f"emotion_reader=probs needs a local model (next-token probabilities); {cfg.model} has none")
         if cfg.safety:
             try:
                 from .. import safety  # noqa: F401
@@ -175,6 +181,19 @@ class Evaluator:
                     transcript=_transcript(self._history(item, visible=True)), labels=", ".join(LABELS))
         return [{"role": "user", "content": text}]
 
+    async def _plain_emotion(self, item: EvalItem) -> tuple[str | None, str, str, int]:
+        """(label, how it was read, what the model said, tokens it wrote) for the separate emotion call."""
+        from ..emotions import LABELS
+
+        if self.cfg.emotion_reader == "probs":
+            probs = (await self.llm.anext_token_probs([self.emotion_question(item)], [" " + lab for lab in LABELS],
+                                                      assistant_prefix="Emotion:"))[0]
+            best = max(probs, key=probs.get)
+            return best.strip(), "probs", f"{best.strip()} (p={probs[best]:.3f})", 0
+        emo = (await self.llm.agenerate([self.emotion_question(item)], self.emo_params))[0]
+        label, how = read_plain_emotion(emo.text)
+        return label, how, emo.text, emo.completion_tokens
+
     async def score(self, item: EvalItem) -> dict[str, Any]:
         """One finished per-item record. Raises LLMError when a model or judge call fails."""
         from ..emotions import same_family
@@ -197,17 +216,15 @@ class Evaluator:
             response = visible_response(comp.text)
             rec["tokens"] = {"prompt": comp.prompt_tokens, "completion": comp.completion_tokens, "finish": comp.finish_reason}
         else:
-            comp, emo = await asyncio.gather(
-                self.llm.agenerate([self.messages(item)], self.gen_params),
-                self.llm.agenerate([self.emotion_question(item)], self.emo_params),
+            comp, (label, how, emo_text, emo_tokens) = await asyncio.gather(
+                self.llm.agenerate([self.messages(item)], self.gen_params), self._plain_emotion(item)
             )
-            comp, emo = comp[0], emo[0]
-            label, how = read_plain_emotion(emo.text)
+            comp = comp[0]
             response = comp.text.strip()
             rec.update(output=comp.text, spans=None, format_ok=None, format_problems=[], pred_emotion=label,
-                       emotion_parse=how, emotion_output=emo.text)
+                       emotion_parse=how, emotion_output=emo_text)
             rec["tokens"] = {"prompt": comp.prompt_tokens, "completion": comp.completion_tokens, "finish": comp.finish_reason,
-                             "emotion_completion": emo.completion_tokens}
+                             "emotion_completion": emo_tokens}
         rec["response"] = response
         gold = item.gold_emotion
         rec["emotion_correct"] = None if gold is None else rec["pred_emotion"] == gold
@@ -255,7 +272,9 @@ def _check_run_file(out: Path, cfg: EvalConfig, mode: str) -> dict:
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         before = old.get("identity", {})
-        diff = {k: (before.get(k), v) for k, v in ident.items() if before.get(k) != v}
+        # a key an older run.json lacks is taken at its default (a setting added since then)
+        defaults = {k: f.default for k, f in EvalConfig.model_fields.items()}
+        diff = {k: (before.get(k, defaults.get(k)), v) for k, v in ident.items() if before.get(k, defaults.get(k)) != v}
         if diff:
             detail = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in diff.items())
             raise EvalError(f"{path}: this folder holds a different eval ({detail}); use another --out")
