@@ -451,3 +451,19 @@ def test_plain_emotion_answers_are_read_strictly():
     assert read_plain_emotion("Sad. Because she lost her dog") == ("sad", "first_word")
     assert read_plain_emotion("I'm sorry, but I'm not equipped to say") == (None, "none")  # no label-word scan
     assert read_plain_emotion("") == (None, "none")
+
+
+def test_emotion_named_counts_unreadable_answers_as_not_named():
+    """A turn whose emotion answer named no label counts in the denominator of emotion_named, as a miss."""
+    from kardia.eval.metrics import compute_metrics
+
+    def rec(i, pred, how):
+        return {"id": str(i), "dialogue_id": f"d{i}", "turn_index": 1, "gold_emotion": "sad", "pred_emotion": pred,
+                "emotion_correct": pred == "sad", "family_correct": pred == "sad", "emotion_parse": how,
+                "format_ok": None, "judge": None, "risk": None}
+
+    recs = [rec(0, "sad", "exact"), rec(1, "afraid", "first_word"), rec(2, None, "none"), rec(3, None, "none")]
+    m = compute_metrics(recs, n_boot=50)
+    assert m["criteria"]["emotion_named"]["value"] == pytest.approx(0.5) and m["criteria"]["emotion_named"]["n"] == 4
+    assert m["criteria"]["emotion_accuracy"]["value"] == pytest.approx(0.25)
+    assert m["emotion_parse"] == {"exact": 1, "first_word": 1, "none": 2}

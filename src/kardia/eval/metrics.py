@@ -175,7 +175,7 @@ def item_values(records: Sequence[dict], dims: Sequence[str]) -> dict[str, list[
         "emotion_accuracy": [_bool(r.get("emotion_correct")) if r.get("gold_emotion") else None for r in records],
         "near_miss_accuracy": [_bool(r.get("family_correct")) if r.get("gold_emotion") else None for r in records],
         # Tells "named no label" apart from "named the wrong one": small untrained models mostly do the first.
-        "emotion_named": [_bool(r.get("pred_emotion")) if r.get("gold_emotion") else None for r in records],
+        "emotion_named": [float(bool(r.get("pred_emotion"))) if r.get("gold_emotion") else None for r in records],
         "format_validity": [_bool(r.get("format_ok")) for r in records],
     }
     for d in dims:
