@@ -364,10 +364,26 @@ def test_compare_and_pairwise(tmp_path, fake_server, shared_data):
     s = run_pairwise(a.out, b.out, tmp_path / "pw", judge=pj.model_string(), progress=False, n_boot=200)
     assert s["counts"] == {"win": 10, "tie": 0, "loss": 0} and s["shares"]["win"]["value"] == 1.0
     assert pj.stats.requests == 20  # both orders
+    # "alpha ..." is one character longer than "beta ...": every decided pair went to the longer reply
+    assert s["longer_wins"]["value"] == 1.0 and s["longer_wins"]["n"] == 10
+    assert "the longer reply won 100.0%" in (tmp_path / "pw" / "pairwise.md").read_text()
+
+    def prefers_longer(messages, body):  # a length-biased judge; both replies must arrive cut
+        c = messages[-1]["content"]
+        ra, rb = c[c.index("[reply A]"):c.index("[reply B]")], c[c.index("[reply B]"):c.index("</DATA")]
+        assert "[...]" in ra and "[...]" in rb and "sounds hard" not in ra + rb
+        return json.dumps({"reason": "longer", "winner": "A" if len(ra) > len(rb) else "B"})
+
+    lj = fake_server(responder=prefers_longer)
+    s = run_pairwise(a.out, b.out, tmp_path / "pw3", judge=lj.model_string(), progress=False, n_boot=200, limit=4,
+                     max_reply_chars=12)
+    assert s["max_reply_chars"] == 12 and s["n_judged"] == 4 and s["longer_wins"]["value"] == 1.0
+    assert "Replies cut to 12 characters" in (tmp_path / "pw3" / "pairwise.md").read_text()
 
     biased = fake_server(responder=lambda m, b: '{"reason": "first is fine", "winner": "A"}')
     s = run_pairwise(a.out, b.out, tmp_path / "pw2", judge=biased.model_string(), progress=False, n_boot=200, limit=6)
     assert s["counts"] == {"win": 0, "tie": 6, "loss": 0} and s["flip_rate"] == 1.0
+    assert s["longer_wins"]["n"] == 0  # ties decide nothing about length
     assert "tie" in (tmp_path / "pw2" / "pairwise.md").read_text()
 
 
@@ -467,3 +483,13 @@ def test_emotion_named_counts_unreadable_answers_as_not_named():
     assert m["criteria"]["emotion_named"]["value"] == pytest.approx(0.5) and m["criteria"]["emotion_named"]["n"] == 4
     assert m["criteria"]["emotion_accuracy"]["value"] == pytest.approx(0.25)
     assert m["emotion_parse"] == {"exact": 1, "first_word": 1, "none": 2}
+
+
+def test_truncate_reply_cuts_at_a_word_and_marks_the_cut():
+    from kardia.judge.pairwise import truncate_reply
+
+    assert truncate_reply("short", 10) == "short" and truncate_reply("anything", None) == "anything"
+    assert truncate_reply("I hear you, that sounds really hard.", 20) == "I hear you, that [...]"
+    assert truncate_reply("Supercalifragilistic", 8) == "Supercal [...]"  # no word boundary in reach
+    with pytest.raises(ValueError):
+        truncate_reply("long enough", 0)

@@ -108,14 +108,17 @@ def register(app: typer.Typer) -> None:
                      rubric: str = typer.Option("kardia", "--rubric"),
                      scorer: str = typer.Option("auto", "--scorer", help="text | probs | auto (probs for a local judge)."),
                      limit: Optional[int] = typer.Option(None, "--limit", "-n", help="A seeded sample of N common items."),
-                     seed: int = typer.Option(0, "--seed"), no_progress: bool = typer.Option(False, "--no-progress")):
+                     seed: int = typer.Option(0, "--seed"),
+                     max_reply_chars: Optional[int] = typer.Option(
+                         None, "--max-reply-chars", help="Cut both replies to N characters before judging (length bias)."),
+                     no_progress: bool = typer.Option(False, "--no-progress")):
         """The judge compares A's and B's replies to the same turns, labels hidden, both orders: win/tie/loss."""
         from .pairwise import run_pairwise
 
         target = out or dir_a.parent / "pairwise"
         try:
             s = run_pairwise(dir_a, dir_b, target, judge=judge, rubric=rubric, scorer=scorer, limit=limit, seed=seed,
-                             progress=not no_progress)
+                             progress=not no_progress, max_reply_chars=max_reply_chars)
         except (FileNotFoundError, ValueError) as exc:
             _fail(str(exc))
         typer.echo((target / "pairwise.md").read_text(encoding="utf-8"))

@@ -4,6 +4,8 @@ Labels are hidden and every pair is judged in both orders (`kardia.judge.pairwis
 a verdict that flips with the order counts as a tie. Outcomes (win / tie / loss for run A) are
 appended per item to OUT/pairwise.jsonl, so an interrupted comparison resumes; the summary gives each
 share with a 95% cluster-bootstrap interval. A judge failure is counted and excluded, never a tie.
+Length bias is reported: of the decided pairs whose replies differ in length, the share the longer
+one won (50% = none); `max_reply_chars` cuts both replies before judging, as EQ-Bench 3 does.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ async def _judge_all(judge, pairs, appender: JsonlAppender, done: set, concurren
 
 def run_pairwise(dir_a: str | Path, dir_b: str | Path, out: str | Path, judge: str = "embedded", rubric: str = "kardia",
                  scorer: str = "auto", limit: int | None = None, seed: int = 0, n_boot: int = 1000,
-                 concurrency: int = 64, progress: bool = True) -> dict[str, Any]:
+                 concurrency: int = 64, progress: bool = True, max_reply_chars: int | None = None) -> dict[str, Any]:
     """Judge every common item (or a seeded sample of `limit`), then summarise into OUT."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -68,17 +70,17 @@ def run_pairwise(dir_a: str | Path, dir_b: str | Path, out: str | Path, judge: s
     dir_a, dir_b, out = Path(dir_a), Path(dir_b), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"a": str(dir_a), "b": str(dir_b), "judge": judge, "rubric": rubric, "scorer": scorer, "limit": limit,
-            "seed": seed}
+            "seed": seed, "max_reply_chars": max_reply_chars}
     meta_path = out / "pairwise_run.json"
     if meta_path.exists():
-        old = json.loads(meta_path.read_text(encoding="utf-8"))
+        old = {"max_reply_chars": None, **json.loads(meta_path.read_text(encoding="utf-8"))}
         if old != meta:
             raise ValueError(f"{meta_path}: this folder holds a different comparison ({old}); use another --out")
     meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
     pairs = _pairs(dir_a, dir_b, limit, seed)
     path = out / "pairwise.jsonl"
     done = done_keys(path)
-    pj = PairwiseJudge(model=judge, rubric=rubric, scorer=scorer)
+    pj = PairwiseJudge(model=judge, rubric=rubric, scorer=scorer, max_reply_chars=max_reply_chars)
     failed = {"n": 0}
     with Progress(TextColumn("[bold]pairwise[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   disable=not progress) as bar:
@@ -96,6 +98,35 @@ def run_pairwise(dir_a: str | Path, dir_b: str | Path, out: str | Path, judge: s
     return summary
 
 
+def longer_reply_wins(judged: list[dict], max_chars: int | None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Of the decided pairs (win or loss) whose replies, as judged, differ in length: the share the longer won."""
+    from ..judge.pairwise import truncate_reply
+
+    outcomes, clusters = [], []
+    for r in judged:
+        if r["outcome"] not in ("win", "loss"):
+            continue
+        la = len(truncate_reply(r.get("response_a", ""), max_chars))
+        lb = len(truncate_reply(r.get("response_b", ""), max_chars))
+        if la == lb:
+            continue
+        a_won = r["outcome"] == "win"
+        outcomes.append("longer" if a_won == (la > lb) else "shorter")
+        clusters.append(r["dialogue_id"])
+    if not outcomes:
+        return {"value": None, "lo": None, "hi": None, "n": 0}
+    return proportions_with_intervals(outcomes, clusters, ["longer"], n_boot=n_boot, seed=seed)["longer"]
+
+
+def _length_sentence(summary: dict[str, Any]) -> str:
+    lw = summary["longer_wins"]
+    cut = f" Replies cut to {summary['max_reply_chars']} characters before judging." if summary["max_reply_chars"] else ""
+    if not lw["n"]:
+        return "Length bias: no decided pair with replies of different length." + cut
+    return (f"Length bias: the longer reply won {fmt_ci(lw, pct=True)} of {lw['n']} decided pairs of different "
+            f"length (50% = no bias)." + cut)
+
+
 def summarise_pairwise(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Recompute the win / tie / loss table from OUT/pairwise.jsonl and write pairwise.md/html/png."""
     out = Path(out)
@@ -109,7 +140,9 @@ def summarise_pairwise(out: str | Path, n_boot: int = 1000, seed: int = 0) -> di
                "judge_failures": len(recs) - len(judged), "shares": shares,
                "counts": {o: sum(1 for r in judged if r["outcome"] == o) for o in OUTCOMES},
                "flip_rate": (len(flips) / len(judged)) if judged else None,
-               "first_position_wins": sum((r.get("first_as_a") == "first") + (r.get("first_as_b") == "second") for r in judged)}
+               "first_position_wins": sum((r.get("first_as_a") == "first") + (r.get("first_as_b") == "second") for r in judged),
+               "max_reply_chars": meta.get("max_reply_chars"),
+               "longer_wins": longer_reply_wins(judged, meta.get("max_reply_chars"), n_boot=n_boot, seed=seed)}
     (out / "pairwise_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     rows = [[o, summary["counts"][o], fmt_ci(shares[o], pct=True)] for o in OUTCOMES]
     figs = []
@@ -131,7 +164,8 @@ def summarise_pairwise(out: str | Path, n_boot: int = 1000, seed: int = 0) -> di
     intro = (f"A = `{meta['a']}`, B = `{meta['b']}`, judge `{meta['judge']}`. Each pair judged in both orders with "
              f"labels hidden; a verdict that flips with the order is a tie. {summary['n_judged']} pairs judged, "
              f"{summary['judge_failures']} judge failures (excluded). Flip rate: "
-             + (f"{100 * summary['flip_rate']:.1f}%" if summary["flip_rate"] is not None else "n/a") + ".")
+             + (f"{100 * summary['flip_rate']:.1f}%" if summary["flip_rate"] is not None else "n/a") + ". "
+             + _length_sentence(summary))
     md = ["# Pairwise comparison", "", intro, "", _md_table(["outcome for A", "count", "share [95% CI]"], rows), ""]
     md += [f"![pairwise]({f})" for f in figs]
     (out / "pairwise.md").write_text("\n".join(md) + "\n", encoding="utf-8")

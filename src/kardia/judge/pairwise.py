@@ -2,6 +2,8 @@
 
 Each pair is judged twice: first response as A, then as B. A verdict that follows the position
 (A both times, or B both times) is a flip; only an order-consistent preference counts as a win.
+Length bias (judges favour the longer reply) is measured by `kardia eval-pairwise` and can be
+damped as EQ-Bench 3 does, by cutting both replies to the same length (`max_reply_chars`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,17 @@ class PairwiseResult(BaseModel):
     probs: dict[str, dict[str, float]] | None = None
 
 
+def truncate_reply(text: str, max_chars: int | None) -> str:
+    """Cut at the last word boundary within `max_chars` and mark the cut, so the judge sees it was cut."""
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    if max_chars < 1:
+        raise ValueError(f"max_reply_chars must be >= 1, got {max_chars}")
+    cut = text[:max_chars]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > max_chars // 2 else cut).rstrip() + " [...]"
+
+
 class PairwiseJudge(ModelRole):
     def __init__(
         self,
@@ -39,7 +52,11 @@ class PairwiseJudge(ModelRole):
         cache: bool | str = True,
         max_tokens: int = 200,
         llm_options: dict | None = None,
+        max_reply_chars: int | None = None,
     ):
+        if max_reply_chars is not None and max_reply_chars < 1:
+            raise ValueError(f"max_reply_chars must be >= 1, got {max_reply_chars}")
+        self.max_reply_chars = max_reply_chars
         self.model = model
         self.rubric = load_rubric(rubric)
         self._scorer = scorer
@@ -64,6 +81,7 @@ class PairwiseJudge(ModelRole):
     async def acompare(self, item: JudgeItem | dict, first: str, second: str) -> PairwiseResult:
         """`item` gives the context (its `response` is ignored); `first` and `second` are compared."""
         item = item if isinstance(item, JudgeItem) else JudgeItem.model_validate(item)
+        first, second = truncate_reply(first, self.max_reply_chars), truncate_reply(second, self.max_reply_chars)
         try:
             (v1, p1), (v2, p2) = await asyncio.gather(self._one(item, first, second), self._one(item, second, first))
         except (JudgeParseError, LLMError) as exc:
