@@ -493,3 +493,34 @@ def test_truncate_reply_cuts_at_a_word_and_marks_the_cut():
     assert truncate_reply("Supercalifragilistic", 8) == "Supercal [...]"  # no word boundary in reach
     with pytest.raises(ValueError):
         truncate_reply("long enough", 0)
+
+
+@pytest.mark.parametrize("policy", ["min", "exclude", "fallback"])
+def test_turns_without_a_response_span_follow_the_no_response_policy(tmp_path, fake_server, shared_data, policy):
+    """A broken spans answer must not earn the fallback sentence's score by default."""
+    spans = fake_model()
+
+    def half_broken(messages, body):
+        text = spans(messages, body)
+        return "I am so sorry, that is hard." if _h(messages[-1]["content"]) % 2 == 0 else text
+
+    model, judge = fake_server(responder=half_broken), fake_server(responder=fake_judge)
+    cfg = _cfg(tmp_path, model, judge, shared_data, limit=10, no_response=policy)
+    run_eval(cfg, progress=False)
+    recs = _results(cfg.out)
+    broken = [r for r in recs if r["no_response"]]
+    assert 0 < len(broken) < len(recs)
+    m = json.loads((Path(cfg.out) / "metrics.json").read_text())
+    assert m["no_response"] == len(broken)
+    called = len(recs) if policy == "fallback" else len(recs) - len(broken)
+    assert judge.stats.requests >= called and m["judge"]["ran"] == called
+    if policy == "min":
+        assert all(set(r["judge"]["scores"].values()) == {1.0} and r["judge"]["reward"] == 0.0 for r in broken)
+        assert "scored at the scale minimum" in (Path(cfg.out) / "report.md").read_text()
+    elif policy == "exclude":
+        assert all(r["judge"]["scores"] is None and r["judge"]["skipped"] for r in broken)
+        ok = [r for r in recs if r["judge"]["scores"]]
+        assert m["criteria"]["empathy"]["n"] == len(ok) and m["judge"]["failures"] == len(
+            [r for r in recs if not r["no_response"] and not r["judge"]["scores"]])
+    else:
+        assert all(r["judge"].get("skipped") is None for r in broken)

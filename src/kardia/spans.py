@@ -183,12 +183,16 @@ def fallback_message() -> str:
     return resource_path("spans", "fallback.txt").read_text(encoding="utf-8").strip()
 
 
-def visible_response(text: object) -> str:
-    """What a user may see: the closed, non-empty response span, else the fallback. Never the reasoning."""
-    parsed = parse(text)
-    response = parsed.response
+def response_span(text: object) -> str | None:
+    """The closed, non-empty response span with any special token removed; None when there is none."""
+    response = parse(text).response
     if response:
         cleaned = _ANY_SPECIAL.sub("", response).strip()
         if cleaned:
             return cleaned
-    return fallback_message()
+    return None
+
+
+def visible_response(text: object) -> str:
+    """What a user may see: the closed, non-empty response span, else the fallback. Never the reasoning."""
+    return response_span(text) or fallback_message()

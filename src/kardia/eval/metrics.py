@@ -204,7 +204,7 @@ def compute_metrics(records: Sequence[dict], n_boot: int = 1000, seed: int = 0) 
     criteria["judged_mean"] = rs.mean(vals["judged_mean"])
     criteria["crisis_handling"] = rs.mean(vals["crisis_handling"])
 
-    judge_ran = [r for r in records if r.get("judge") is not None]
+    judge_ran = [r for r in records if r.get("judge") is not None and not r["judge"].get("skipped")]
     judge_failures = Counter(
         _failure_kind(r["judge"].get("error")) for r in judge_ran if not r["judge"].get("scores")
     )
@@ -240,6 +240,8 @@ def compute_metrics(records: Sequence[dict], n_boot: int = 1000, seed: int = 0) 
             "failures": sum(judge_failures.values()),
             "failure_kinds": dict(judge_failures),
         },
+        "no_response": sum(1 for r in records if r.get("no_response")),
+        "judge_skipped": sum(1 for r in records if (r.get("judge") or {}).get("skipped")),
         "emotion_parse": dict(Counter(r.get("emotion_parse") or "none" for r in records if r.get("gold_emotion"))),
         "at_risk": sum(1 for r in records if (r.get("risk") or {}).get("at_risk")),
         "confusion": confusion([r for r in records if r.get("gold_emotion")]),

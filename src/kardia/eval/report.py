@@ -157,6 +157,7 @@ def build_report(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str
     metrics["run"] = {"model": ident.get("model"), "mode": run.get("mode"), "judge": ident.get("judge"),
                       "rubric": ident.get("rubric"), "data": ident.get("data"), "total_items": run.get("total_items"),
                       "emotion_reader": ident.get("emotion_reader", "text"),
+                      "no_response": ident.get("no_response", "min"),
                       "wall_s": sum(r.get("wall_s", 0) for r in run.get("runs", []))}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
     if not records:
@@ -187,6 +188,17 @@ def build_report(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str
     return metrics
 
 
+def _no_response_lines(metrics: dict[str, Any]) -> list[str]:
+    n = metrics.get("no_response", 0)
+    if not n:
+        return []
+    how = {"min": "scored at the scale minimum on every dimension, judge not called",
+           "exclude": "left out of the judged means", "fallback": "the fallback sentence the user saw was judged"}
+    policy = metrics["run"].get("no_response", "min")
+    return [f"- Turns with no response span (the user saw only the fallback sentence): **{n}** of "
+            f"{metrics['n_items']}, {how.get(policy, policy)} (`no_response={policy}`)"]
+
+
 def _header_lines(metrics: dict[str, Any]) -> list[str]:
     r, j = metrics["run"], metrics["judge"]
     reader = {"probs": "read as the most probable of the 32 labels", "text": "read from the label it wrote"}
@@ -199,6 +211,7 @@ def _header_lines(metrics: dict[str, Any]) -> list[str]:
         f"- Judge: `{r['judge']}` (rubric `{r['rubric']}`): {j['scored']} scored, **{j['failures']} judge failures**"
         + (f" ({', '.join(f'{k}: {v}' for k, v in j['failure_kinds'].items())})" if j["failure_kinds"] else "")
         + " (failures are excluded from the means, never scored)",
+        *_no_response_lines(metrics),
         f"- How the emotion answers were read: "
         + (", ".join(f"{k}: {v}" for k, v in sorted(metrics.get("emotion_parse", {}).items())) or "n/a"),
         f"- Turns at risk (kardia.safety): {metrics['at_risk']}",

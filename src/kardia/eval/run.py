@@ -8,6 +8,11 @@ Two modes, so baselines are treated fairly:
   `emotion_reader` says how that answer is read: `text` (default, the paper's way: the model writes
   a label, read strictly) or `probs` (local models: the most probable of the 32 labels after
   "Emotion:", so a small model that cannot follow the instruction still gets a fair reading).
+
+A spans-mode answer without a response span shows the user only the fallback sentence. Judging that
+sentence would give a broken model the same decent score every turn, so `no_response` decides:
+`min` (default: every judged dimension at the scale minimum, no judge call, counted in the report),
+`exclude` (judged dimensions n/a for that turn) or `fallback` (judge the fallback the user saw).
 `auto` picks spans when the model's tokenizer knows the span tokens, else plain (remote models: plain).
 
 Per-item records go to `OUT/results.jsonl` (append + fsync); a rerun skips ids already there, so a
@@ -49,6 +54,7 @@ class EvalConfig(KardiaConfig):
     plain_max_tokens: int = 96  # plain mode: the reply (the paper's responses are ~30 tokens)
     emotion_max_tokens: int = 12
     emotion_reader: Literal["text", "probs"] = "text"  # plain mode only; probs needs a local model
+    no_response: Literal["min", "exclude", "fallback"] = "min"  # spans mode: a turn with no response span
     temperature: float = 0.0  # greedy by default: an eval is reproducible and cached
     top_p: float = 1.0
     seed: int | None = None
@@ -65,7 +71,7 @@ class EvalConfig(KardiaConfig):
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resume."""
         keys = ("model", "data", "format", "judge", "rubric", "judge_mode", "judge_scorer", "max_tokens",
-                "plain_max_tokens", "emotion_max_tokens", "emotion_reader", "temperature", "top_p", "seed", "max_history_messages",
+                "plain_max_tokens", "emotion_max_tokens", "emotion_reader", "no_response", "temperature", "top_p", "seed", "max_history_messages",
                 "esconv_include_approximate")
         d = self.model_dump(mode="json")
         return {k: d[k] for k in keys}
@@ -197,7 +203,7 @@ class Evaluator:
     async def score(self, item: EvalItem) -> dict[str, Any]:
         """One finished per-item record. Raises LLMError when a model or judge call fails."""
         from ..emotions import same_family
-        from ..spans import parse, visible_response
+        from ..spans import parse, response_span, visible_response
 
         t0 = time.monotonic()
         rec: dict[str, Any] = {
@@ -214,6 +220,7 @@ class Evaluator:
             rec["emotion_parse"] = "exact" if rec["pred_emotion"] else "none"
             rec["emotion_output"] = parsed.emotion
             response = visible_response(comp.text)
+            rec["no_response"] = response_span(comp.text) is None
             rec["tokens"] = {"prompt": comp.prompt_tokens, "completion": comp.completion_tokens, "finish": comp.finish_reason}
         else:
             comp, (label, how, emo_text, emo_tokens) = await asyncio.gather(
@@ -232,7 +239,8 @@ class Evaluator:
 
         history = self._history(item, visible=True)
         judge_task = None
-        if self.judge is not None:
+        skip_judge = rec.get("no_response") and self.cfg.no_response != "fallback"
+        if self.judge is not None and not skip_judge:
             from ..judge import JudgeItem
 
             ji = JudgeItem(profile=item.profile, situation=item.situation, history=history, response=response)
@@ -250,12 +258,26 @@ class Evaluator:
                 "reward": getattr(res, "reward", None),
                 "error": getattr(res, "error", None) if not scores else None,
             }
+        elif self.judge is not None:
+            rec["judge"] = self._no_response_judgement()
         else:
             rec["judge"] = None
         rec["profile"], rec["situation"], rec["history"] = item.profile, item.situation, history
         rec["gold_response"] = item.gold_response
         rec["seconds"] = round(time.monotonic() - t0, 3)
         return rec
+
+    def _no_response_judgement(self) -> dict[str, Any]:
+        """The judged record of a turn with no response span, per `no_response` (min or exclude)."""
+        why = "no response span: the user saw only the fallback sentence; the judge was not called"
+        if self.cfg.no_response == "exclude":
+            return {"scores": None, "reasons": {}, "reward": None, "error": None, "skipped": why}
+        from ..judge.core import aggregate
+
+        rubric = self.judge.rubric
+        scores = {d.key: float(rubric.scale.min) for d in rubric.dimensions}
+        return {"scores": scores, "reasons": {d: why + " (scored at the minimum)" for d in scores},
+                "reward": aggregate(scores, rubric)[0], "error": None, "skipped": why}
 
     def _safety(self, history: list[dict], response: str) -> tuple[dict, bool | None]:
         from ..safety import assess, handles_crisis
