@@ -453,11 +453,14 @@ def test_run_file_from_before_a_new_setting_still_resumes(tmp_path, fake_server,
     run_eval(cfg, progress=False)
     run_file = Path(cfg.out) / "run.json"
     data = json.loads(run_file.read_text())
-    del data["identity"]["emotion_reader"]
+    del data["identity"]["emotion_reader"], data["identity"]["no_response"]
     run_file.write_text(json.dumps(data))
-    assert run_eval(cfg, progress=False)["scored_now"] == 0
+    old = cfg.model_copy(update={"no_response": "fallback"})  # what runs did before the setting existed
+    assert run_eval(old, progress=False)["scored_now"] == 0
     with pytest.raises(EvalError, match="emotion_reader"):
-        run_eval(cfg.model_copy(update={"emotion_reader": "probs"}), progress=False)
+        run_eval(old.model_copy(update={"emotion_reader": "probs"}), progress=False)
+    with pytest.raises(EvalError, match="no_response"):
+        run_eval(cfg, progress=False)
 
 
 def test_plain_emotion_answers_are_read_strictly():

@@ -157,7 +157,7 @@ def build_report(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str
     metrics["run"] = {"model": ident.get("model"), "mode": run.get("mode"), "judge": ident.get("judge"),
                       "rubric": ident.get("rubric"), "data": ident.get("data"), "total_items": run.get("total_items"),
                       "emotion_reader": ident.get("emotion_reader", "text"),
-                      "no_response": ident.get("no_response", "min"),
+                      "no_response": ident.get("no_response", "fallback"),
                       "wall_s": sum(r.get("wall_s", 0) for r in run.get("runs", []))}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
     if not records:

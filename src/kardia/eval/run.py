@@ -34,6 +34,8 @@ from ..records import JsonlAppender, done_keys, iter_jsonl
 from .loaders import EvalItem, load_items
 
 RESULTS = "results.jsonl"
+# What runs written before a setting existed did, where that differs from the setting's default.
+BEFORE_SETTING = {"no_response": "fallback"}
 RUN_FILE = "run.json"
 
 
@@ -294,8 +296,8 @@ def _check_run_file(out: Path, cfg: EvalConfig, mode: str) -> dict:
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         before = old.get("identity", {})
-        # a key an older run.json lacks is taken at its default (a setting added since then)
-        defaults = {k: f.default for k, f in EvalConfig.model_fields.items()}
+        # a key an older run.json lacks is taken at the behaviour it had before the setting existed
+        defaults = {**{k: f.default for k, f in EvalConfig.model_fields.items()}, **BEFORE_SETTING}
         diff = {k: (before.get(k, defaults.get(k)), v) for k, v in ident.items() if before.get(k, defaults.get(k)) != v}
         if diff:
             detail = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in diff.items())
