@@ -354,6 +354,8 @@ def test_compare_and_pairwise(tmp_path, fake_server, shared_data):
     for f in ("compare.md", "compare.html", "radar_overlay.png", "compare_judged.png"):
         assert (tmp_path / "cmp" / f).exists()
     assert "Paired differences" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert [r["metrics"]["run"]["mode"] for r in res["runs"]] == ["spans", "plain"]
+    assert res["runs"][1]["metrics"]["run"]["emotion_reader"] == "text" and "(plain)" in res["runs"][1]["name"]
 
     def prefers_alpha(messages, body):  # content-consistent: alpha wins in both orders
         c = messages[-1]["content"]

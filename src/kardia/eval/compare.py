@@ -24,7 +24,8 @@ def _name(d: Path, metrics: dict) -> str:
 
 def compare_runs(dirs: Sequence[str | Path], out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Write OUT/compare.md, compare.html, compare.json, radar_overlay.png, compare_bars.png."""
-    from .run import RUN_FILE, read_results
+    from .report import run_info
+    from .run import read_results
 
     if len(dirs) < 2:
         raise ValueError("compare needs at least two eval folders")
@@ -36,9 +37,7 @@ def compare_runs(dirs: Sequence[str | Path], out: str | Path, n_boot: int = 1000
             raise FileNotFoundError(f"{d}: not an eval folder (no results.jsonl)")
         recs = read_results(d)
         m = compute_metrics(recs, n_boot=n_boot, seed=seed)
-        info = json.loads((d / RUN_FILE).read_text(encoding="utf-8")) if (d / RUN_FILE).exists() else {}
-        m["run"] = {"model": info.get("identity", {}).get("model"), "mode": info.get("mode"),
-                    "data": info.get("identity", {}).get("data"), "judge": info.get("identity", {}).get("judge")}
+        m["run"] = run_info(d)
         runs.append((d, recs, m))
     names = []
     for d, _, m in runs:

@@ -145,20 +145,27 @@ def _breakdown_rows(table: dict[str, Any]) -> list[list[Any]]:
     return [[g, v["n"], fmt_ci(v["emotion_accuracy"], pct=True), fmt_ci(v["judged_mean"])] for g, v in table.items()]
 
 
+def run_info(out: Path) -> dict[str, Any]:
+    """How an eval folder's run was set up (from its run.json), as reports and compare show it."""
+    from .run import BEFORE_SETTING, RUN_FILE
+
+    run = json.loads((out / RUN_FILE).read_text(encoding="utf-8")) if (out / RUN_FILE).exists() else {}
+    ident = run.get("identity", {})
+    return {"model": ident.get("model"), "mode": run.get("mode"), "judge": ident.get("judge"),
+            "rubric": ident.get("rubric"), "data": ident.get("data"), "total_items": run.get("total_items"),
+            "emotion_reader": ident.get("emotion_reader", "text"),
+            "no_response": ident.get("no_response", BEFORE_SETTING["no_response"]),
+            "wall_s": sum(r.get("wall_s", 0) for r in run.get("runs", []))}
+
+
 def build_report(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Recompute metrics from OUT/results.jsonl and write metrics.json, PNGs, report.md, report.html."""
-    from .run import RUN_FILE, read_results
+    from .run import read_results
 
     out = Path(out)
     records = read_results(out)
-    run = json.loads((out / RUN_FILE).read_text(encoding="utf-8")) if (out / RUN_FILE).exists() else {}
     metrics = compute_metrics(records, n_boot=n_boot, seed=seed)
-    ident = run.get("identity", {})
-    metrics["run"] = {"model": ident.get("model"), "mode": run.get("mode"), "judge": ident.get("judge"),
-                      "rubric": ident.get("rubric"), "data": ident.get("data"), "total_items": run.get("total_items"),
-                      "emotion_reader": ident.get("emotion_reader", "text"),
-                      "no_response": ident.get("no_response", "fallback"),
-                      "wall_s": sum(r.get("wall_s", 0) for r in run.get("runs", []))}
+    metrics["run"] = run_info(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
     if not records:
         (out / "report.md").write_text("# Eval report\n\nNo items scored yet.\n", encoding="utf-8")
