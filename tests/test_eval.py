@@ -529,3 +529,13 @@ def test_turns_without_a_response_span_follow_the_no_response_policy(tmp_path, f
             [r for r in recs if not r["no_response"] and not r["judge"]["scores"]])
     else:
         assert all(r["judge"].get("skipped") is None for r in broken)
+
+
+def test_eval_without_a_judge_says_so(tmp_path, fake_server, shared_data):
+    model = fake_server(responder=fake_model())
+    cfg = EvalConfig(model=model.model_string(), judge="none", data=str(shared_data / ED), out=str(tmp_path / "nj"),
+                     mode="spans", limit=3, n_boot=50, cache=False)
+    run_eval(cfg, progress=False)
+    m = json.loads((Path(cfg.out) / "metrics.json").read_text())
+    assert m["judge"]["ran"] == 0 and m["dims"] == [] and m["criteria"]["judged_mean"]["value"] is None
+    assert "- Judge: none (judged dimensions not run)" in (Path(cfg.out) / "report.md").read_text()

@@ -206,6 +206,14 @@ def _no_response_lines(metrics: dict[str, Any]) -> list[str]:
             f"{metrics['n_items']}, {how.get(policy, policy)} (`no_response={policy}`)"]
 
 
+def _judge_line(r: dict[str, Any], j: dict[str, Any]) -> str:
+    if str(r.get("judge") or "none").lower() in ("", "none", "off"):
+        return "- Judge: none (judged dimensions not run)"
+    return (f"- Judge: `{r['judge']}` (rubric `{r['rubric']}`): {j['scored']} scored, **{j['failures']} judge failures**"
+            + (f" ({', '.join(f'{k}: {v}' for k, v in j['failure_kinds'].items())})" if j["failure_kinds"] else "")
+            + " (failures are excluded from the means, never scored)")
+
+
 def _header_lines(metrics: dict[str, Any]) -> list[str]:
     r, j = metrics["run"], metrics["judge"]
     reader = {"probs": "read as the most probable of the 32 labels", "text": "read from the label it wrote"}
@@ -215,9 +223,7 @@ def _header_lines(metrics: dict[str, Any]) -> list[str]:
     return [
         f"- Model: `{r['model']}`; mode: **{mode_note.get(r['mode'], r['mode'])}**",
         f"- Data: `{r['data']}`: {metrics['n_items']} turns scored of {r['total_items']}, {metrics['n_dialogues']} dialogues",
-        f"- Judge: `{r['judge']}` (rubric `{r['rubric']}`): {j['scored']} scored, **{j['failures']} judge failures**"
-        + (f" ({', '.join(f'{k}: {v}' for k, v in j['failure_kinds'].items())})" if j["failure_kinds"] else "")
-        + " (failures are excluded from the means, never scored)",
+        _judge_line(r, j),
         *_no_response_lines(metrics),
         f"- How the emotion answers were read: "
         + (", ".join(f"{k}: {v}" for k, v in sorted(metrics.get("emotion_parse", {}).items())) or "n/a"),
