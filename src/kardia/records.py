@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 class RecordError(ValueError):
@@ -25,6 +26,28 @@ class RecordError(ValueError):
         self.path, self.line, self.field, self.reason = str(path), line, field, reason
         where = f"{path}:{line}"
         super().__init__(f"{where}: field {field}: {reason}" if field else f"{where}: {reason}")
+
+
+def keep_bad(err: RecordError, skip_bad: bool, bad: list[RecordError] | None) -> None:
+    """The one rule for a bad record: raise it, or with `skip_bad` keep it in `bad` (counted, never lost)."""
+    if not skip_bad:
+        raise err
+    if bad is not None:
+        bad.append(err)
+
+
+def converted(
+    rows: Iterable[tuple[int, Any]], convert: Callable[[int, Any], T], skip_bad: bool = False,
+    bad: list[RecordError] | None = None,
+) -> Iterator[T]:
+    """`convert(line, row)` over (line, row) pairs; a RecordError follows `keep_bad`."""
+    for line, row in rows:
+        try:
+            out = convert(line, row)
+        except RecordError as err:
+            keep_bad(err, skip_bad, bad)
+            continue
+        yield out
 
 
 def iter_jsonl(
@@ -61,10 +84,7 @@ def iter_jsonl(
                         more = len(exc.errors()) - 1
                         raise RecordError(p, n, field, e["msg"] + (f" (and {more} more problems)" if more else "")) from None
             except RecordError as err:
-                if not skip_bad:
-                    raise
-                if bad is not None:
-                    bad.append(err)
+                keep_bad(err, skip_bad, bad)
                 continue
             yield n, obj
 

@@ -18,7 +18,7 @@ from typing import Iterator
 
 from pydantic import BaseModel, Field
 
-from ..records import RecordError
+from ..records import RecordError, converted
 
 MBTI_TYPES = tuple(a + b + c + d for a in "EI" for b in "NS" for c in "TF" for d in "JP")
 _MBTI_FIELD = re.compile(r"\bMBTI\s*(?:type)?\s*[:=]\s*([EIei][NSns][TFtf][JPjp])\b")
@@ -92,14 +92,7 @@ def read_person_file(path: str | Path, skip_bad: bool = False, bad: list | None 
     else:
         rows = _jsonl_rows(p)
     seen: set[str] = set()
-    for line, row in rows:
-        try:
-            yield _person_row(p, line, row, seen)
-        except RecordError as err:
-            if not skip_bad:
-                raise
-            if bad is not None:
-                bad.append(err)
+    yield from converted(rows, lambda line, row: _person_row(p, line, row, seen), skip_bad, bad)
 
 
 def _jsonl_rows(p: Path) -> Iterator[tuple[int, dict]]:

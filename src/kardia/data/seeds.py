@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from ..paths import resource_path
-from ..records import RecordError, iter_jsonl
+from ..records import RecordError, converted, iter_jsonl
 
 
 class Seed(BaseModel):
@@ -33,20 +33,6 @@ def _labels():
 
 def _clean(text: str) -> str:
     return " ".join(text.replace("_comma_", ",").split())
-
-
-def _checked(rows: Iterator[tuple[int, object]], convert, skip_bad: bool, bad: list | None) -> Iterator[Seed]:
-    """Convert (line, row) pairs to seeds; a RecordError is raised, or with `skip_bad` kept in `bad`."""
-    for line, row in rows:
-        try:
-            seed = convert(line, row)
-        except RecordError as err:
-            if not skip_bad:
-                raise
-            if bad is not None:
-                bad.append(err)
-            continue
-        yield seed
 
 
 def _must_exist(p: Path, what: str) -> None:
@@ -79,7 +65,7 @@ def ed_seeds(path: str | Path, skip_bad: bool = False, bad: list | None = None) 
         for need in ("text", "label"):
             if need not in cols:
                 raise RecordError(p, 1, need, f"CSV header has no {need!r} column (found {cols})")
-        yield from _checked(((reader.line_num, row) for row in reader), convert, skip_bad, bad)
+        yield from converted(((reader.line_num, row) for row in reader), convert, skip_bad, bad)
 
 
 def esconv_seeds(
@@ -104,7 +90,7 @@ def esconv_seeds(
             raise RecordError(p, line, "situation", "missing or empty")
         return Seed(id=f"esconv:{p.stem}:{line}", situation=text, emotion=label, source="esconv")
 
-    yield from _checked(iter_jsonl(p, skip_bad=skip_bad, bad=bad), convert, skip_bad, bad)
+    yield from converted(iter_jsonl(p, skip_bad=skip_bad, bad=bad), convert, skip_bad, bad)
 
 
 def jsonl_seeds(path: str | Path, skip_bad: bool = False, bad: list | None = None) -> Iterator[Seed]:
@@ -128,7 +114,7 @@ def jsonl_seeds(path: str | Path, skip_bad: bool = False, bad: list | None = Non
             raise RecordError(p, line, "situation", "missing or empty")
         return Seed(id=str(obj.get("id") or f"{p.stem}:{line}"), situation=text, emotion=emo, source=p.stem)
 
-    yield from _checked(iter_jsonl(p, skip_bad=skip_bad, bad=bad), convert, skip_bad, bad)
+    yield from converted(iter_jsonl(p, skip_bad=skip_bad, bad=bad), convert, skip_bad, bad)
 
 
 def load_seeds(
