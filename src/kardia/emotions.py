@@ -140,3 +140,14 @@ def same_family(a: str | None, b: str | None) -> bool:
     if a is None or b is None:
         return False
     return family(a) == family(b)
+
+
+async def most_probable_label(llm, messages: list[dict]) -> tuple[str, float]:
+    """(label, probability): the most probable of the 32 labels as the answer after "Emotion:".
+
+    Needs a local model (`anext_token_probs`). Every call gets a label, so an instruction a small
+    model cannot follow still yields a reading; build and eval share this one definition.
+    """
+    probs = (await llm.anext_token_probs([messages], [" " + lab for lab in LABELS], assistant_prefix="Emotion:"))[0]
+    best = max(probs, key=probs.get)
+    return best.strip(), probs[best]

@@ -209,19 +209,18 @@ class DialogueLoop:
         return render(und, rea, emo, resp), info
 
     async def _emotion(self, prompt: str, sid: tuple) -> tuple[str, dict]:
-        from ..emotions import LABELS, normalize
+        from ..emotions import most_probable_label, normalize
 
         msgs = [{"role": "user", "content": prompt}]
         if self.emotion_mode == "probs":
             self.counters.calls += 1
             try:
-                probs = (await self.resp_llm.anext_token_probs([msgs], [" " + lab for lab in LABELS], assistant_prefix="Emotion:"))[0]
+                label, p = await most_probable_label(self.resp_llm, msgs)
             except LLMError as exc:
                 self.health.failed("responder", self.models["responder"], str(exc))
                 raise DialogueFailed(f"responder: {exc}") from exc
             self.health.ok("responder")
-            best = max(probs, key=probs.get)
-            return best.strip(), {"emotion_mode": "probs", "emotion_p": round(probs[best], 4)}
+            return label, {"emotion_mode": "probs", "emotion_p": round(p, 4)}
         raw = ""
         for retry in range(2):
             raw = await self._call("responder", self.resp_llm, msgs, self._params(8, ["\n"], *sid, "e", retry))
