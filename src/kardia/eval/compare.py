@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from .metrics import compute_metrics, fmt_ci, paired_bootstrap, radar_values
+from .metrics import compute_metrics, criterion_keys, fmt_ci, paired_bootstrap, radar_values
 from .report import PCT, STYLE, _html_table, _img, _md_table, bars_png, nice, radar_png
 
 
@@ -46,8 +46,7 @@ def compare_runs(dirs: Sequence[str | Path], out: str | Path, n_boot: int = 1000
             n += "'"
         names.append(n)
     dims = [d for d in runs[0][2]["dims"] if all(d in m["dims"] for _, _, m in runs[1:])]
-    keys = ["emotion_accuracy", "macro_f1", "near_miss_accuracy", "emotion_named", "format_validity", *dims, "judged_mean",
-            "crisis_handling"]
+    keys = criterion_keys(dims)
     table = [[nice(k)] + [fmt_ci(m["criteria"].get(k), pct=k in PCT) for _, _, m in runs] for k in keys]
     table.append(["judge failures"] + [str(m["judge"]["failures"]) for _, _, m in runs])
     table.append(["items scored"] + [str(m["n_items"]) for _, _, m in runs])

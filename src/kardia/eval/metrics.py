@@ -139,6 +139,15 @@ def confusion(records: Sequence[dict]) -> dict[str, Any]:
     return {"rows": rows, "cols": [cols[j] for j in used], "matrix": m[:, used].tolist()}
 
 
+# -- the criteria, in the order every table shows them ------------------------------------------------
+RATES = ("emotion_accuracy", "macro_f1", "near_miss_accuracy", "emotion_named", "format_validity")  # 0-1 shares
+
+
+def criterion_keys(dims: Sequence[str]) -> list[str]:
+    """Every headline criterion: the rates, the judged dimensions, their mean, crisis handling."""
+    return [*RATES, *dims, "judged_mean", "crisis_handling"]
+
+
 # -- per-item helpers --------------------------------------------------------------------------------
 def dims_of(records: Iterable[dict]) -> list[str]:
     """The judged dimensions, in the order the judge wrote them."""
@@ -283,8 +292,7 @@ def paired_bootstrap(
     va, vb = item_values(ra, dims), item_values(rb, dims)
     rs = Resampler([r["dialogue_id"] for r in ra], n_boot=n_boot, seed=seed)
     out: dict[str, dict[str, Any]] = {}
-    for name in ["emotion_accuracy", "near_miss_accuracy", "emotion_named", "format_validity", *dims, "judged_mean",
-                 "crisis_handling"]:
+    for name in [k for k in criterion_keys(dims) if k in va]:  # macro-F1 is not a per-item mean
         x = np.array([np.nan if v is None else v for v in va[name]], dtype=float)
         y = np.array([np.nan if v is None else v for v in vb[name]], dtype=float)
         ok = ~np.isnan(x) & ~np.isnan(y)

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from .metrics import compute_metrics, fmt_ci, judged_mean, radar_values
+from .metrics import RATES, compute_metrics, criterion_keys, fmt_ci, judged_mean, radar_values
 
-PCT = {"emotion_accuracy", "near_miss_accuracy", "emotion_named", "macro_f1", "format_validity", "crisis_handling"}
+PCT = {*RATES, "crisis_handling"}
 LABELS = {
     "emotion_accuracy": "Emotion accuracy",
     "near_miss_accuracy": "Near-miss accuracy (same family)",
@@ -130,9 +130,7 @@ def worst_examples(records: Sequence[dict], k: int = 5) -> list[dict]:
 
 def criteria_rows(metrics: dict[str, Any]) -> list[tuple[str, str, int]]:
     c = metrics["criteria"]
-    keys = ["emotion_accuracy", "macro_f1", "near_miss_accuracy", "emotion_named", "format_validity", *metrics["dims"],
-            "judged_mean", "crisis_handling"]
-    return [(k, fmt_ci(c[k], pct=k in PCT), c[k]["n"]) for k in keys if k in c]
+    return [(k, fmt_ci(c[k], pct=k in PCT), c[k]["n"]) for k in criterion_keys(metrics["dims"]) if k in c]
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -181,8 +179,7 @@ def build_report(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str
         bars_png({label: metrics["criteria"]}, metrics["dims"] + ["judged_mean"], out / "judged_bars.png",
                  "Judged dimensions (1-5), 95% intervals", ylim=(1, 5))
         figs["judged_bars"] = "judged_bars.png"
-    rate_keys = [k for k in ("emotion_accuracy", "near_miss_accuracy", "macro_f1", "emotion_named", "format_validity",
-                             "crisis_handling") if metrics["criteria"].get(k, {}).get("value") is not None]
+    rate_keys = [k for k in criterion_keys([]) if k in PCT and metrics["criteria"].get(k, {}).get("value") is not None]
     bars_png({label: metrics["criteria"]}, rate_keys, out / "rate_bars.png", "Rates (0-1), 95% intervals", ylim=(0, 1))
     figs["rate_bars"] = "rate_bars.png"
     if metrics["confusion"]["rows"]:
