@@ -198,13 +198,15 @@ def _no_response_lines(metrics: dict[str, Any]) -> list[str]:
         return []
     how = {"min": "scored at the scale minimum on every dimension, judge not called",
            "exclude": "left out of the judged means", "fallback": "the fallback sentence the user saw was judged"}
-    policy = metrics["run"].get("no_response", "min")
+    policy = metrics["run"]["no_response"]
     return [f"- Turns with no response span (the user saw only the fallback sentence): **{n}** of "
             f"{metrics['n_items']}, {how.get(policy, policy)} (`no_response={policy}`)"]
 
 
 def _judge_line(r: dict[str, Any], j: dict[str, Any]) -> str:
-    if str(r.get("judge") or "none").lower() in ("", "none", "off"):
+    from .run import judge_off
+
+    if judge_off(r.get("judge")):
         return "- Judge: none (judged dimensions not run)"
     return (f"- Judge: `{r['judge']}` (rubric `{r['rubric']}`): {j['scored']} scored, **{j['failures']} judge failures**"
             + (f" ({', '.join(f'{k}: {v}' for k, v in j['failure_kinds'].items())})" if j["failure_kinds"] else "")

@@ -98,8 +98,9 @@ def detect_mode(model: str) -> str:
     return "spans" if all(t in vocab for t in SPAN_TOKENS) else "plain"
 
 
-def _judge_off(cfg: EvalConfig) -> bool:
-    return cfg.judge is None or str(cfg.judge).lower() in ("", "none", "off")
+def judge_off(judge: str | None) -> bool:
+    """'none', 'off' or empty: the eval runs without judged dimensions."""
+    return judge is None or str(judge).lower() in ("", "none", "off")
 
 
 def _visible(content: str) -> str:
@@ -158,7 +159,7 @@ class Evaluator:
             except ModuleNotFoundError as exc:
                 raise EvalError(f"the crisis-handling metric needs kardia.safety ({exc}); or pass --set safety=false") from None
         self.judge = None
-        if not _judge_off(cfg):
+        if not judge_off(cfg.judge):
             from ..judge import Judge
 
             self.judge = Judge(model=cfg.judge, rubric=cfg.rubric, mode=cfg.judge_mode, scorer=cfg.judge_scorer)
@@ -191,13 +192,11 @@ class Evaluator:
 
     async def _plain_emotion(self, item: EvalItem) -> tuple[str | None, str, str, int]:
         """(label, how it was read, what the model said, tokens it wrote) for the separate emotion call."""
-        from ..emotions import LABELS
+        from ..emotions import most_probable_label
 
         if self.cfg.emotion_reader == "probs":
-            probs = (await self.llm.anext_token_probs([self.emotion_question(item)], [" " + lab for lab in LABELS],
-                                                      assistant_prefix="Emotion:"))[0]
-            best = max(probs, key=probs.get)
-            return best.strip(), "probs", f"{best.strip()} (p={probs[best]:.3f})", 0
+            label, p = await most_probable_label(self.llm, self.emotion_question(item))
+            return label, "probs", f"{label} (p={p:.3f})", 0
         emo = (await self.llm.agenerate([self.emotion_question(item)], self.emo_params))[0]
         label, how = read_plain_emotion(emo.text)
         return label, how, emo.text, emo.completion_tokens
@@ -205,7 +204,7 @@ class Evaluator:
     async def score(self, item: EvalItem) -> dict[str, Any]:
         """One finished per-item record. Raises LLMError when a model or judge call fails."""
         from ..emotions import same_family
-        from ..spans import parse, response_span, visible_response
+        from ..spans import fallback_message, parse, response_span
 
         t0 = time.monotonic()
         rec: dict[str, Any] = {
@@ -221,8 +220,9 @@ class Evaluator:
             rec["pred_emotion"] = normalize(parsed.emotion) if parsed.emotion else None
             rec["emotion_parse"] = "exact" if rec["pred_emotion"] else "none"
             rec["emotion_output"] = parsed.emotion
-            response = visible_response(comp.text)
-            rec["no_response"] = response_span(comp.text) is None
+            span = response_span(comp.text)
+            response = span or fallback_message()  # what the user would have seen
+            rec["no_response"] = span is None
             rec["tokens"] = {"prompt": comp.prompt_tokens, "completion": comp.completion_tokens, "finish": comp.finish_reason}
         else:
             comp, (label, how, emo_text, emo_tokens) = await asyncio.gather(
