@@ -23,6 +23,7 @@ _AREAS = (
     "kardia.eval.commands",
     "kardia.serve",
     "kardia.demo",
+    "kardia.reproduce",
 )
 
 

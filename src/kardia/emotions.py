@@ -142,12 +142,37 @@ def same_family(a: str | None, b: str | None) -> bool:
     return family(a) == family(b)
 
 
-async def most_probable_label(llm, messages: list[dict]) -> tuple[str, float]:
+async def label_logprobs(llm, messages: list[dict]) -> dict[str, float]:
+    """Log-probability of every label's whole token sequence as the answer after "Emotion:" (local models)."""
+    return (await llm.asequence_logprobs([messages], [" " + lab for lab in LABELS], assistant_prefix="Emotion:"))[0]
+
+
+async def most_probable_label(llm, messages: list[dict], prior: dict[str, float] | None = None) -> tuple[str, float]:
     """(label, probability): the most probable of the 32 labels as the answer after "Emotion:".
 
-    Needs a local model (`anext_token_probs`). Every call gets a label, so an instruction a small
-    model cannot follow still yields a reading; build and eval share this one definition.
+    Every label is scored by its whole token sequence, so multi-token labels are not penalised or
+    favoured by their first piece. `prior` (from `label_logprobs` on a content-free input) applies
+    contextual calibration (Zhao et al., 2021): the label the situation raises most above what the
+    prompt alone predicts, so a model's favourite label does not win every item. Needs a local model;
+    build and eval share this one definition.
     """
-    probs = (await llm.anext_token_probs([messages], [" " + lab for lab in LABELS], assistant_prefix="Emotion:"))[0]
-    best = max(probs, key=probs.get)
-    return best.strip(), probs[best]
+    import math
+
+    scores = {k.strip(): v for k, v in (await label_logprobs(llm, messages)).items()}
+    if prior is not None:
+        scores = {k: v - prior[k] for k, v in scores.items()}
+    top = max(scores.values())
+    z = sum(math.exp(v - top) for v in scores.values())
+    best = max(scores, key=scores.get)
+    return best, math.exp(scores[best] - top) / z
+
+
+def chance_levels(gold: list[str]) -> dict[str, float]:
+    """What guessing would score on THIS sample: uniform over 32 labels, and always the commonest gold label."""
+    from collections import Counter
+
+    n = len(gold)
+    if not n:
+        return {"uniform": 1 / len(LABELS), "majority": 0.0, "majority_label": None}
+    label, count = Counter(gold).most_common(1)[0]
+    return {"uniform": 1 / len(LABELS), "majority": count / n, "majority_label": label}

@@ -59,10 +59,67 @@ def fill(name_or_path: str | Path, **values: object) -> str:
     return text.format(**{k: ("" if v is None else v) for k, v in values.items()})
 
 
-def system_prompt(profile: str | None, situation: str | None, template: str | Path = "system") -> str:
-    """The one system prompt used identically in build, train, eval, chat and serve."""
-    return fill(
-        template,
-        profile=(profile or "").strip() or "(no profile given)",
-        situation=(situation or "").strip() or "(not stated)",
-    )
+def system_prompt(profile: str | None, situation: str | None, template: str | Path = "system", profile_words: int | None = None) -> str:
+    """The one system prompt used identically in build, train, eval, chat and serve.
+
+    `profile_words` keeps the profile's first N words: every prompt token is paid again in every
+    training example, so a compact training profile caps it.
+    """
+    return PromptProfile.named(template, profile_words).render(profile, situation)
+
+
+def clip_words(text: str, limit: int | None) -> str:
+    words = text.split()
+    if limit is None or len(words) <= limit:
+        return text
+    return " ".join(words[:limit]) + " ..."
+
+
+PROFILE_FILE = "kardia_prompt.json"
+
+
+class PromptProfile:
+    """The system prompt a model was trained with, saved in its folder so eval, chat and serve send exactly it."""
+
+    def __init__(self, template_text: str, profile_words: int | None = None, source: str = ""):
+        self.template_text = template_text
+        self.profile_words = profile_words
+        self.source = source
+
+    @classmethod
+    def named(cls, template: str | Path = "system", profile_words: int | None = None) -> "PromptProfile":
+        path = template_path(template)
+        return cls(_read(str(path)), profile_words, str(template))
+
+    def render(self, profile: str | None, situation: str | None) -> str:
+        text = self.template_text
+        missing = {"profile", "situation"} - slots(text)
+        if missing:
+            raise TemplateError(f"prompt profile {self.source or '(inline)'}: the template needs slots {sorted(missing)}")
+        return text.format(
+            profile=clip_words(" ".join((profile or "").split()), self.profile_words) or "(no profile given)",
+            situation=(situation or "").strip() or "(not stated)",
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        import json
+
+        path = Path(folder) / PROFILE_FILE
+        path.write_text(json.dumps({"template_text": self.template_text, "profile_words": self.profile_words,
+                                    "source": self.source}, indent=2, ensure_ascii=False), encoding="utf-8")
+        return path
+
+    @classmethod
+    def for_model(cls, model: str | None) -> "PromptProfile":
+        """The profile saved with a trained model folder, else the default full system prompt."""
+        import json
+
+        if model and not str(model).startswith("openai:"):
+            path = Path(str(model)) / PROFILE_FILE
+            if path.is_file():
+                try:
+                    data = json.loads(path.read_text(encoding="utf-8"))
+                    return cls(str(data["template_text"]), data.get("profile_words"), str(path))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise TemplateError(f"{path}: not a valid prompt profile ({exc!r})") from None
+        return cls.named("system")

@@ -61,6 +61,9 @@ class Prompts(_Part):
 class Filters(_Part):
     structure: bool = True
     emotion_labels: bool = True
+    emotion_matches_gold: bool = True  # every emotion span is the dialogue's gold label
+    complete_sentences: bool = True  # no understanding/reasoning/response span cut mid-sentence
+    copied_understanding: bool = True  # no understanding span that repeats the user's turn verbatim
     identity_drift: bool = True
     identity_patterns: str = "build/identity_drift_patterns"
     emotion_jumps: bool = True
@@ -99,8 +102,13 @@ class BuildConfig(KardiaConfig):
     seed: int = 0
     models: Models = Field(default_factory=Models)
     responder_mode: Literal["guided", "single"] = "guided"
-    emotion_choice: Literal["auto", "probs", "text"] = "auto"  # auto: probs on local backends, else text
+    # target: the emotion span IS the seed's gold label and the other spans are written toward it (what the
+    # emotion reward and eval compare with); chosen: the responder picks (strong models), and disagreement
+    # with the gold label is counted per turn and dropped by the emotion_matches_gold filter.
+    emotion_source: Literal["target", "chosen"] = "target"
+    emotion_choice: Literal["auto", "probs", "text"] = "auto"  # chosen only: auto = probs on local backends, else text
     max_exchanges: int = Field(10, ge=1)
+    profile_words: int | None = None  # clip the profile shown to the role models (None: whole)
     # "situation": the seed situation itself is the user's opening turn (as in EmpatheticDialogues, where the
     # speaker opens by telling it); "simulate": U writes it. Small user simulators do far better with "situation".
     first_user_turn: Literal["simulate", "situation"] = "simulate"

@@ -181,6 +181,7 @@ async def generate(
         "revisions": counters.revisions,
         "critic_unparsed": counters.critic_unparsed,
         "emotion_unparsed": counters.emotion_unparsed,
+        "emotion_disagrees": counters.emotion_disagrees,
         "calls": counters.calls,
         "seconds": round(time.monotonic() - t0, 2),
     }

@@ -12,6 +12,12 @@ How each is decided:
 - abrupt emotion jumps: the assistant's emotion labels, turn by turn, mapped to valence
   (`kardia.emotions.valence`; `surprised` is ambiguous and skipped); more than `max_valence_flips`
   switches between positive and negative in consecutive labelled turns drops the dialogue.
+- emotion = gold label: with `emotion_matches_gold`, every assistant emotion span must be the
+  dialogue's gold label (what the emotion reward and the evaluation compare with).
+- sentences cut short: an understanding, reasoning or response span that does not end a sentence
+  (a token limit cut it) drops the dialogue.
+- copied understanding: an understanding span that repeats the user's turn verbatim (half or more of its
+  word 4-grams appear in that turn) teaches nothing about understanding.
 - crisis mishandling: when `kardia.safety` is installed, a user turn `assess`ed at risk must be met by
   an assistant response for which `handles_crisis` is true. Without the module the filter reports
   itself unavailable (in the build summary and card), never a silent pass.
@@ -118,6 +124,70 @@ def check_emotion_jumps(rec: dict, max_flips: int = 1) -> list[str]:
     return []
 
 
+def check_gold_emotion(rec: dict) -> list[str]:
+    gold = rec.get("emotion")
+    return [f"emotion: assistant turn {i} says {lab!r}, gold label is {gold!r}"
+            for i, lab in enumerate(assistant_labels(rec), start=1) if lab is not None and lab != gold]
+
+
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
+
+
+def ends_sentence(text: str) -> bool:
+    return bool(_SENTENCE_END.search(text.strip()))
+
+
+def cut_to_sentence(text: str) -> str:
+    """Text up to its last complete sentence ('' when none is complete): a span is never cut mid-sentence."""
+    text = text.strip()
+    if ends_sentence(text):
+        return text
+    ends = [m.end() for m in re.finditer(r"[.!?…][\"'”’)\]]*(?=\s)", text)]
+    return text[: ends[-1]].strip() if ends else ""
+
+
+def check_complete_sentences(rec: dict) -> list[str]:
+    from ..spans import parse
+
+    reasons = []
+    for i, m in enumerate((m for m in rec["messages"] if m["role"] == "assistant"), start=1):
+        p = parse(m["content"])
+        for name in ("understanding", "reasoning", "response"):
+            value = getattr(p, name)
+            if value and not ends_sentence(value):
+                reasons.append(f"cut short: assistant turn {i} {name} ends mid-sentence ({value[-30:]!r})")
+    return reasons
+
+
+def _grams(text: str, n: int = 4) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.casefold())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def copies_turn(understanding: str, user_turn: str) -> bool:
+    own = _grams(understanding)
+    return bool(own) and len(own & _grams(user_turn)) / len(own) >= 0.5
+
+
+def check_copied_understanding(rec: dict) -> list[str]:
+    """Spans that repeat what came before them (the user's turn, or an earlier span) say nothing new."""
+    from ..spans import parse
+
+    reasons = []
+    msgs = rec["messages"]
+    for i, m in enumerate(msgs):
+        if m["role"] == "assistant" and i > 0 and msgs[i - 1]["role"] == "user":
+            p = parse(m["content"])
+            und, rea, resp = p.understanding or "", p.reasoning or "", p.response or ""
+            if copies_turn(und, msgs[i - 1]["content"]):
+                reasons.append(f"copied: assistant turn {i} understanding repeats the user's turn")
+            if copies_turn(rea, und):
+                reasons.append(f"copied: assistant turn {i} reasoning repeats the understanding")
+            if copies_turn(resp, und + " " + rea):
+                reasons.append(f"copied: assistant turn {i} response repeats the understanding or reasoning")
+    return reasons
+
+
 def crisis_available() -> bool:
     try:
         from .. import safety  # noqa: F401
@@ -152,6 +222,12 @@ def apply_filters(rec: dict, cfg: Any) -> list[str]:
             return reasons
     if f.emotion_labels:
         reasons += check_emotion_labels(rec)
+    if f.emotion_matches_gold:
+        reasons += check_gold_emotion(rec)
+    if f.complete_sentences:
+        reasons += check_complete_sentences(rec)
+    if f.copied_understanding:
+        reasons += check_copied_understanding(rec)
     if f.identity_drift:
         reasons += check_identity_drift(rec, f.identity_patterns)
     if f.emotion_jumps:

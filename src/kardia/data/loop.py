@@ -32,7 +32,7 @@ from .plan import PlanItem
 VERDICTS = ("FAIL", "PASS", "SOLVED")
 _ROLE_PREFIX = re.compile(
     r"^\s*(?:\*\*)?(?:person|user|me|you|listener|supporter|assistant|understanding|reasoning|response|reply|"
-    r"emotion|message|answer|explanation|description)\s*(?:\*\*)?\s*:\s*",
+    r"emotion|message|answer|explanation|description|they mean|why and what helps|mbti)\s*(?:\*\*)?\s*:\s*",
     re.I,
 )
 
@@ -78,6 +78,7 @@ class Counters:
     calls: int = 0
     critic_unparsed: int = 0
     emotion_unparsed: int = 0
+    emotion_disagrees: int = 0  # emotion_source=chosen: turns whose chosen label is not the gold one
 
 
 def _stable_seed(*parts: Any) -> int:
@@ -133,7 +134,9 @@ class DialogueLoop:
             llm_options=_opts_for(m.critic, opts),
         )
         mode = cfg.emotion_choice
-        if mode == "auto":
+        if cfg.emotion_source == "target":
+            mode = "target"
+        elif mode == "auto":
             mode = "probs" if hasattr(self.resp_llm, "anext_token_probs") else "text"
         if mode == "probs" and not hasattr(self.resp_llm, "anext_token_probs"):
             raise ValueError(f"emotion_choice=probs needs a local responder model, got {m.responder!r}")
@@ -155,8 +158,12 @@ class DialogueLoop:
         self.health.ok(role)
         return comp.text
 
-    async def _text(self, role: str, llm, prompt: str, max_tokens: int, stop: list[str], *seed_parts: Any) -> str:
+    async def _text(
+        self, role: str, llm, prompt: str, max_tokens: int, stop: list[str], *seed_parts: Any, whole_sentences: bool = False
+    ) -> str:
         """One free-text call, cleaned; an empty answer is retried once with another seed, then fails."""
+        from .filters import cut_to_sentence
+
         for retry in range(2):
             # local backends: no stop strings (transformers rebuilds its stop-string tables on every
             # generate call, slower than a few extra tokens); the first line is kept below either way
@@ -167,10 +174,18 @@ class DialogueLoop:
             if "\n" in stop:
                 raw = next((ln for ln in raw.splitlines() if clean_turn(ln)), "")
             text = clean_turn(raw)
+            if whole_sentences:
+                text = cut_to_sentence(text)
             if text:
                 return text
         self.health.failed(role, self.models[role], "empty answer twice")
         raise DialogueFailed(f"{role}: empty answer twice ({'/'.join(map(str, seed_parts))})")
+
+    def _profile(self, item: PlanItem) -> str:
+        """The profile as the role prompts show it (clipped to `profile_words`: prompt tokens cost on a CPU)."""
+        from ..prompts import clip_words
+
+        return clip_words(" ".join(item.profile.person.split()), self.cfg.profile_words)
 
     @staticmethod
     def _remote(llm) -> bool:
@@ -181,7 +196,7 @@ class DialogueLoop:
         from ..prompts import fill
 
         p = self.cfg.prompts
-        slots = dict(profile=item.profile.person, situation=item.seed.situation, emotion=item.emotion)
+        slots = dict(profile=self._profile(item), situation=item.seed.situation, emotion=item.emotion)
         prompt = fill(p.first_user, **slots) if not turns else fill(p.user, history=history_text(turns), **slots)
         return await self._text("user", self.user_llm, prompt, self.cfg.sampling.user_max_tokens, ["\n"], item.id, k, "U")
 
@@ -195,18 +210,27 @@ class DialogueLoop:
         from ..spans import render
 
         p, s = self.cfg.prompts, self.cfg.sampling
-        base = dict(profile=item.profile.person, situation=item.seed.situation, history=history_text(turns), revision=revision)
+        base = dict(profile=self._profile(item), situation=item.seed.situation, history=history_text(turns), revision=revision)
         sid = (item.id, k, "A", attempt)
-        und = await self._text("responder", self.resp_llm, fill(p.understanding, **base), s.span_max_tokens, ["\n"], *sid, "u")
-        rea = await self._text(
-            "responder", self.resp_llm, fill(p.reasoning, understanding=und, **base), s.span_max_tokens, ["\n"], *sid, "r"
-        )
-        emo, info = await self._emotion(fill(p.emotion, understanding=und, reasoning=rea, labels=_labels_text(), **base), sid)
-        resp = await self._text(
-            "responder", self.resp_llm, fill(p.response, understanding=und, reasoning=rea, emotion=emo, **base),
-            s.response_max_tokens, ["\n"], *sid, "resp",
+        target = self.cfg.emotion_source == "target"
+        # target: the gold label is known before writing, so every span is written toward it
+        base["emotion_hint"] = f"They feel {item.emotion}.\n" if target else ""
+        und = await self._span(fill(p.understanding, **base), s.span_max_tokens, *sid, "u")
+        rea = await self._span(fill(p.reasoning, understanding=und, **base), s.span_max_tokens, *sid, "r")
+        if target:
+            emo, info = item.emotion, {"emotion_source": "target"}
+        else:
+            emo, info = await self._emotion(fill(p.emotion, understanding=und, reasoning=rea, labels=_labels_text(), **base), sid)
+            info = {**info, "emotion_source": "chosen", "emotion_agrees": emo == item.emotion}
+            self.counters.emotion_disagrees += int(emo != item.emotion)
+        resp = await self._span(
+            fill(p.response, understanding=und, reasoning=rea, emotion=emo, **base), s.response_max_tokens, *sid, "resp"
         )
         return render(und, rea, emo, resp), info
+
+    async def _span(self, prompt: str, max_tokens: int, *seed_parts: Any) -> str:
+        """One span: its first line, up to its last complete sentence (a token limit never cuts one)."""
+        return await self._text("responder", self.resp_llm, prompt, max_tokens, ["\n"], *seed_parts, whole_sentences=True)
 
     async def _emotion(self, prompt: str, sid: tuple) -> tuple[str, dict]:
         from ..emotions import most_probable_label, normalize
@@ -236,13 +260,19 @@ class DialogueLoop:
         from ..spans import parse
 
         sys = system_prompt(item.profile.person, item.seed.situation)
+        if self.cfg.emotion_source == "target":
+            sys += f"\nThe person's emotion is {item.emotion}: write the emotion span as exactly that label."
         if revision:
             sys = sys + "\n" + revision
         msgs = [{"role": "system", "content": sys}, *turns]
         params = self._params(self.cfg.sampling.single_max_tokens, [], item.id, k, "A", attempt)
         text = (await self._call("responder", self.resp_llm, msgs, params)).strip()
         parsed = parse(text)
-        return text, {"format_ok": parsed.ok, "format_problems": parsed.problems[:5]}
+        info = {"format_ok": parsed.ok, "format_problems": parsed.problems[:5], "emotion_source": self.cfg.emotion_source}
+        if parsed.emotion is not None:
+            info["emotion_agrees"] = parsed.emotion == item.emotion
+            self.counters.emotion_disagrees += int(parsed.emotion != item.emotion)
+        return text, info
 
     async def critique(self, item: PlanItem, turns: list[dict], draft: str):
         from ..judge import JudgeItem
@@ -274,11 +304,11 @@ class DialogueLoop:
         turns: list[dict] = []
         trace: list[dict] = []
         verdicts = {v: 0 for v in VERDICTS}
-        revisions = unparsed = emotion_unparsed = 0
+        revisions = unparsed = emotion_unparsed = disagreements = 0
         ended = "max_exchanges"
         for k in range(cfg.max_exchanges):
             if k == 0 and cfg.first_user_turn == "situation":
-                user = _opening_from_situation(item.seed.situation)
+                user = opening_from_situation(item.seed.situation)
             else:
                 user = await self.user_turn(item, turns, k)
             if k > 0 and cfg.user_drift == "end" and _drifts(user, cfg.filters.identity_patterns):
@@ -294,6 +324,7 @@ class DialogueLoop:
             for attempt in range(cfg.max_revisions + 1):
                 draft, info = await self.responder_turn(item, turns, k, attempt, revision)
                 emotion_unparsed += int(info.get("emotion_unparsed", 0))
+                disagreements += int(info.get("emotion_agrees") is False)
                 trace.append({"exchange": k, "attempt": attempt, "role": "A", "kind": "draft", "text": draft, **info})
                 crit = await self.critique(item, turns, draft)
                 verdict = crit.verdict if crit.verdict in VERDICTS else None
@@ -350,6 +381,8 @@ class DialogueLoop:
                 "critic_unparsed": unparsed,
                 "critic_unparsed_policy": cfg.critic_unparsed,
                 "emotion_unparsed": emotion_unparsed,
+                "emotion_source": cfg.emotion_source,
+                "emotion_disagreements": disagreements,  # drafts whose chosen label was not the gold one
                 "responder_mode": cfg.responder_mode,
                 "ended": ended,
             },
@@ -380,7 +413,7 @@ def _visible_draft(draft: str) -> str:
     return "\n".join(f"{k}: {v}" for k, v in p.as_dict().items() if v is not None)
 
 
-def _opening_from_situation(situation: str) -> str:
+def opening_from_situation(situation: str) -> str:
     """The seed situation as the user's first message (ED situations are lowercased: restore sentence case)."""
     text = " ".join(situation.split())
     return text[:1].upper() + text[1:] if text else text

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..records import RecordError, iter_jsonl
 
-Format = Literal["auto", "kardia", "ed", "esconv"]
+Format = Literal["auto", "kardia", "ed", "ed_situations", "esconv"]
 
 
 class EvalItem(BaseModel):
@@ -41,12 +41,19 @@ class EvalItem(BaseModel):
 
 
 def detect_format(path: str | Path) -> str:
-    """`.csv` is EmpatheticDialogues; JSONL with `messages` is KardiaBench, with `dialog` is ESConv."""
+    """`.csv` is EmpatheticDialogues (conversations with `conv_id`, or situations with `text`, `label`);
+    JSONL with `messages` is KardiaBench, with `dialog` is ESConv."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: file not found")
     if p.suffix.lower() == ".csv":
-        return "ed"
+        with p.open("r", encoding="utf-8", newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if "conv_id" in header:
+            return "ed"
+        if "text" in header and "label" in header:
+            return "ed_situations"
+        raise RecordError(p, 1, None, f"an ED CSV needs conv_id (conversations) or text and label (situations); header is {header}")
     with p.open("r", encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):
             if not line.strip():
@@ -76,6 +83,8 @@ def load_items(
         gen = _kardia_items(path)
     elif fmt == "ed":
         gen = _ed_items(path)
+    elif fmt == "ed_situations":
+        gen = _ed_situation_items(path)
     elif fmt == "esconv":
         gen = _esconv_items(path, esconv_include_approximate, esconv_map)
     else:
@@ -188,6 +197,30 @@ def _ed_conversation(p: Path, conv: list[tuple[int, int, dict]]) -> Iterator[Eva
             meta={"line": line},
         )
         history.append({"role": "assistant", "content": text})
+
+
+def _ed_situation_items(path: str | Path) -> Iterator[EvalItem]:
+    """ED situation CSVs (`text`, `aug_text`, `label`): the person opens by telling the situation, as in ED.
+
+    One item per row, no profile; `aug_text` (a machine paraphrase) is ignored. Read through the same
+    seed reader as `kardia build`, so a bad label id fails the same way (file, line, field).
+    """
+    from ..data.loop import opening_from_situation
+    from ..data.seeds import ed_seeds
+
+    p = Path(path)
+    for seed in ed_seeds(p):
+        line = int(seed.id.rsplit(":", 1)[1])
+        yield EvalItem(
+            id=f"{p.stem}:{line}",
+            dataset="ed_situations",
+            dialogue_id=f"{p.stem}:{line}",
+            turn_index=1,
+            situation=seed.situation,
+            gold_emotion=seed.emotion,
+            history=[{"role": "user", "content": opening_from_situation(seed.situation)}],
+            meta={"line": line},
+        )
 
 
 # -- ESConv ----------------------------------------------------------------------------------------

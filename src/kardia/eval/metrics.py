@@ -254,7 +254,31 @@ def compute_metrics(records: Sequence[dict], n_boot: int = 1000, seed: int = 0) 
         "emotion_parse": dict(Counter(r.get("emotion_parse") or "none" for r in records if r.get("gold_emotion"))),
         "at_risk": sum(1 for r in records if (r.get("risk") or {}).get("at_risk")),
         "confusion": confusion([r for r in records if r.get("gold_emotion")]),
+        "labels": label_distribution(records),
         "breakdowns": breakdowns,
+    }
+
+
+def label_distribution(records: Sequence[dict]) -> dict[str, Any]:
+    """Predicted vs gold label counts and what guessing would score on this very sample.
+
+    A reader that answers one label for everything shows up here at once (top share near 1), and the
+    accuracy reads against `chance` rather than against zero.
+    """
+    from ..emotions import chance_levels
+
+    gold = [r["gold_emotion"] for r in records if r.get("gold_emotion")]
+    pred = Counter(r.get("pred_emotion") or "(none)" for r in records if r.get("gold_emotion"))
+    gcount = Counter(gold)
+    n = len(gold)
+    expected = sum((gcount[k] / n) * (pred.get(k, 0) / n) for k in gcount) if n else 0.0
+    top = pred.most_common(1)[0] if pred else (None, 0)
+    return {
+        "predicted": dict(pred.most_common()),
+        "gold": dict(gcount.most_common()),
+        "distinct_predicted": len([k for k in pred if k != "(none)"]),
+        "top_predicted_share": (top[1] / n) if n else None,
+        "chance": {**chance_levels(gold), "same_distribution": expected},
     }
 
 

@@ -232,12 +232,31 @@ def _header_lines(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
+def label_lines(metrics: dict[str, Any]) -> list[str]:
+    """The predicted-label distribution next to the gold one, and the chance levels of this sample."""
+    lab = metrics.get("labels")
+    if not lab or not lab.get("gold"):
+        return []
+    ch = lab["chance"]
+    n = sum(lab["gold"].values())
+    rows = [[k, lab["predicted"].get(k, 0), lab["gold"].get(k, 0)]
+            for k in sorted(set(lab["predicted"]) | set(lab["gold"]), key=lambda k: (-lab["predicted"].get(k, 0), k))]
+    return ["## Predicted labels", "",
+            f"- {lab['distinct_predicted']} distinct labels predicted over {n} turns; the commonest takes "
+            f"{100 * (lab['top_predicted_share'] or 0):.1f}%",
+            f"- Chance on this sample: uniform guess {100 * ch['uniform']:.1f}%; always the commonest gold label "
+            f"({ch['majority_label']}) {100 * ch['majority']:.1f}%; guessing with the predicted distribution "
+            f"{100 * ch['same_distribution']:.1f}%", "",
+            _md_table(["label", "predicted", "gold"], rows), ""]
+
+
 def render_markdown(metrics: dict[str, Any], figs: dict[str, str], worst: Sequence[dict]) -> str:
     parts = ["# Eval report", "", *_header_lines(metrics), "", "## Criteria", "",
              _md_table(["criterion", "value [95% CI]", "n"], [(nice(k), v, n) for k, v, n in criteria_rows(metrics)]), ""]
     if "radar" in figs:
         parts += [f"![radar]({figs['radar']})", "", f"_{RADAR_NOTE}_", "", f"![judged]({figs['judged_bars']})", ""]
     parts += [f"![rates]({figs['rate_bars']})", ""]
+    parts += label_lines(metrics)
     for key, title in (("emotion", "By gold emotion"), ("mbti", "By MBTI type"), ("turn", "By turn index")):
         parts += [f"## {title}", "", _md_table([key, "n", "emotion accuracy", "judged mean"],
                                                _breakdown_rows(metrics["breakdowns"][key])), ""]

@@ -55,7 +55,7 @@ class EvalConfig(KardiaConfig):
     max_tokens: int = 384  # spans mode: the four spans
     plain_max_tokens: int = 96  # plain mode: the reply (the paper's responses are ~30 tokens)
     emotion_max_tokens: int = 12
-    emotion_reader: Literal["text", "probs"] = "text"  # plain mode only; probs needs a local model
+    emotion_reader: Literal["text", "probs", "probs_calibrated"] = "text"  # plain mode only; probs* need a local model
     no_response: Literal["min", "exclude", "fallback"] = "min"  # spans mode: a turn with no response span
     temperature: float = 0.0  # greedy by default: an eval is reproducible and cached
     top_p: float = 1.0
@@ -151,7 +151,13 @@ class Evaluator:
         self.emo_params = SamplingParams(
             max_tokens=cfg.emotion_max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed
         )
-        if mode == "plain" and cfg.emotion_reader == "probs" and not hasattr(self.llm, "anext_token_probs"):
+        self.prompt = None
+        self._prior: dict[str, float] | None = None
+        if mode == "spans":
+            from ..prompts import PromptProfile
+
+            self.prompt = PromptProfile.for_model(cfg.model)  # the prompt a Kardia-trained model was trained with
+        if mode == "plain" and cfg.emotion_reader.startswith("probs") and not hasattr(self.llm, "asequence_logprobs"):
             raise EvalError(f"emotion_reader=probs needs a local model (next-token probabilities); {cfg.model} has none")
         if cfg.safety:
             try:
@@ -173,10 +179,10 @@ class Evaluator:
         return [{"role": m["role"], "content": _visible(m["content"]) if visible else m["content"]} for m in hist]
 
     def messages(self, item: EvalItem) -> list[dict]:
-        from ..prompts import fill, system_prompt
+        from ..prompts import fill
 
         if self.mode == "spans":
-            system = item.system or system_prompt(item.profile, item.situation)
+            system = item.system or self.prompt.render(item.profile, item.situation)
             return [{"role": "system", "content": system}] + self._history(item, visible=False)
         system = fill("eval/plain_system", profile=item.profile.strip() or "(no profile given)",
                       situation=item.situation.strip() or "(not stated)")
@@ -190,13 +196,25 @@ class Evaluator:
                     transcript=_transcript(self._history(item, visible=True)), labels=", ".join(LABELS))
         return [{"role": "user", "content": text}]
 
+    async def _label_prior(self) -> dict[str, float]:
+        """Label log-probabilities for a content-free question ("N/A"): what the prompt alone predicts."""
+        if self._prior is None:
+            from ..emotions import label_logprobs
+
+            empty = EvalItem(id="content-free", dataset="", dialogue_id="", turn_index=0, situation="N/A",
+                             history=[{"role": "user", "content": "N/A"}])
+            raw = await label_logprobs(self.llm, self.emotion_question(empty))
+            self._prior = {k.strip(): v for k, v in raw.items()}
+        return self._prior
+
     async def _plain_emotion(self, item: EvalItem) -> tuple[str | None, str, str, int]:
         """(label, how it was read, what the model said, tokens it wrote) for the separate emotion call."""
         from ..emotions import most_probable_label
 
-        if self.cfg.emotion_reader == "probs":
-            label, p = await most_probable_label(self.llm, self.emotion_question(item))
-            return label, "probs", f"{label} (p={p:.3f})", 0
+        if self.cfg.emotion_reader.startswith("probs"):
+            prior = await self._label_prior() if self.cfg.emotion_reader == "probs_calibrated" else None
+            label, p = await most_probable_label(self.llm, self.emotion_question(item), prior)
+            return label, self.cfg.emotion_reader, f"{label} (p={p:.3f})", 0
         emo = (await self.llm.agenerate([self.emotion_question(item)], self.emo_params))[0]
         label, how = read_plain_emotion(emo.text)
         return label, how, emo.text, emo.completion_tokens

@@ -58,7 +58,7 @@ class _Request:
         if self.kind == "generate":
             p = self.params
             return ("generate", p.max_tokens, tuple(p.stop))  # type: ignore[union-attr]
-        return ("probs", self.extra["prefix"], tuple(self.extra["candidates"]))
+        return (self.kind, self.extra["prefix"], tuple(self.extra["candidates"]))
 
 
 class LocalLLM(LLM):
@@ -176,6 +176,26 @@ class LocalLLM(LLM):
             futs.append(fut)
         return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futs)))
 
+    async def asequence_logprobs(
+        self, batch: Sequence[Conversation], candidates: Sequence[str], assistant_prefix: str = ""
+    ) -> list[dict[str, float]]:
+        """Log-probability of each candidate's WHOLE token sequence after the assistant's `assistant_prefix`.
+
+        Unlike `anext_token_probs`, a label that splits into several tokens ("apprehensive") is scored
+        by the product of all its token probabilities, so labels of different lengths compare fairly.
+        The prompt runs once; its KV cache is shared by the candidates.
+        """
+        if not candidates:
+            raise ValueError("asequence_logprobs needs at least one candidate")
+        futs = []
+        for m in batch:
+            fut: concurrent.futures.Future = concurrent.futures.Future()
+            self._enqueue(
+                _Request("seqlogp", list(m), None, fut, {"prefix": assistant_prefix, "candidates": list(candidates)})
+            )
+            futs.append(fut)
+        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futs)))
+
     # -- worker --------------------------------------------------------------------------------
     def _worker(self) -> None:
         pending: list[_Request] = []
@@ -213,7 +233,8 @@ class LocalLLM(LLM):
 
     def _run_group(self, key: tuple, group: list[_Request]) -> None:
         try:
-            results = self._generate(group) if key[0] == "generate" else self._probs(group)
+            run = {"generate": self._generate, "probs": self._probs, "seqlogp": self._seq_logprobs}[key[0]]
+            results = run(group)
             if len(results) != len(group):
                 raise RuntimeError(f"{len(results)} results for {len(group)} requests")
             for req, res in zip(group, results):
@@ -295,6 +316,46 @@ class LocalLLM(LLM):
         probs = torch.softmax(logits.float(), dim=-1)[:, cand_ids]
         probs = probs / probs.sum(dim=-1, keepdim=True)
         return [{c: float(p) for c, p in zip(candidates, row.tolist())} for row in probs]
+
+
+    def _seq_logprobs(self, group: Sequence[_Request]) -> list[dict[str, float]]:
+        import torch
+
+        model, tok = self.load()
+        prefix = group[0].extra["prefix"]
+        candidates = group[0].extra["candidates"]
+        cand = [tok.encode(c, add_special_tokens=False) for c in candidates]
+        if any(not ids for ids in cand):
+            raise ValueError(f"a candidate of {candidates} encodes to no token")
+        k, width = len(cand), max(len(ids) for ids in cand)
+        pad = tok.pad_token_id
+        cand_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in cand])
+        cand_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in cand])
+        out: list[dict[str, float]] = []
+        chunk = max(1, 256 // k)  # prompt rows per pass: the shared cache is copied k times
+        texts = self._prompt_texts(group, tok, prefix)
+        for start in range(0, len(texts), chunk):
+            enc = tok(texts[start : start + chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+            mask = enc["attention_mask"]
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                first = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, use_cache=True)
+                first_lp = torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)  # [b, vocab]
+                b = mask.shape[0]
+                cache = first.past_key_values
+                cache.batch_repeat_interleave(k)
+                ids = cand_ids.repeat(b, 1)  # [b*k, width]
+                full_mask = torch.cat([mask.repeat_interleave(k, dim=0), cand_mask.repeat(b, 1)], dim=1)
+                cpos = mask.sum(-1).repeat_interleave(k)[:, None] + torch.arange(width)[None, :]
+                cont = model(input_ids=ids, attention_mask=full_mask, position_ids=cpos, past_key_values=cache)
+                lp = torch.log_softmax(cont.logits.float(), dim=-1)  # [b*k, width, vocab]
+            total = first_lp.repeat_interleave(k, dim=0).gather(1, ids[:, :1]).squeeze(1)
+            if width > 1:
+                nxt = lp[:, :-1, :].gather(2, ids[:, 1:, None]).squeeze(2) * cand_mask[None, :, 1:].expand(b, -1, -1).reshape(b * k, -1)
+                total = total + nxt.sum(dim=1)
+            total = total.view(b, k)
+            out.extend({c: float(v) for c, v in zip(candidates, row.tolist())} for row in total)
+        return out
 
 
 class _RowSampler:

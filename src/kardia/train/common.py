@@ -142,6 +142,7 @@ def save_final(trainer: Any, tokenizer: Any, cfg: _RunBase) -> Path:
     else:
         trainer.save_model(str(out))
     tokenizer.save_pretrained(out)
+    cfg.prompt_profile().save(out)  # eval, chat and serve send exactly the prompt it was trained with
     gen = getattr(model, "generation_config", None)
     if gen is not None and not is_peft:
         gen.pad_token_id = tokenizer.pad_token_id

@@ -29,6 +29,14 @@ class DataSection(_Section):
     system_prompt: Literal["template", "record"] = "template"
 
 
+class PromptSection(_Section):
+    """The training profile's system prompt; saved with the model so eval, chat and serve send the same."""
+
+    template: str | None = Field(None, description="shipped name (system, system_compact) or .txt path; None: the "
+                                 "starting model's saved prompt, else `system`")
+    profile_words: int | None = Field(None, description="keep the profile's first N words (prompt tokens cost)")
+
+
 class LoraSection(_Section):
     enabled: bool = False
     r: int = 16
@@ -59,6 +67,7 @@ class _RunBase(KardiaConfig):
     model: str = "embedded"
     output_dir: str = "runs/train"
     data: DataSection = Field(default_factory=DataSection)
+    prompt: PromptSection = Field(default_factory=PromptSection)
     chat_template: str = "kardia_chatml"
     lora: LoraSection = Field(default_factory=LoraSection)
     num_train_epochs: float = 2.0
@@ -97,6 +106,17 @@ class _RunBase(KardiaConfig):
         return {"paper": {}}
 
     # -- derived -------------------------------------------------------------------------------
+    def prompt_profile(self):
+        """The system prompt this run trains with (and saves with its model)."""
+        from ..prompts import PromptProfile
+
+        if self.prompt.template:
+            return PromptProfile.named(self.prompt.template, self.prompt.profile_words)
+        start = PromptProfile.for_model(self.model)  # a Kardia-trained starting point keeps its prompt
+        if self.prompt.profile_words is not None:
+            start.profile_words = self.prompt.profile_words
+        return start
+
     def world_size(self) -> int:
         if self.num_processes:
             return self.num_processes
@@ -143,6 +163,12 @@ class SFTRunConfig(_RunBase):
 
     output_dir: str = "runs/sft"
     max_length: int = 4096
+    # Where the CPU time goes: only the top N decoder layers (and the final norm) train, so the backward
+    # pass stops there. None: every weight trains (the paper's full fine-tuning).
+    train_top_layers: int | None = None
+    # The emotion span is one or two tokens of ~60 in a turn, yet a third of the reward: its tokens' loss
+    # counts this many times (1.0: plain token-mean cross-entropy).
+    emotion_loss_weight: float = Field(1.0, ge=0.0)
 
     @classmethod
     def _presets(cls) -> dict[str, dict[str, Any]]:

@@ -56,12 +56,12 @@ def iter_dialogues(path: str | Path, difficulty: Difficulty = "all", stats: Data
         yield rec
 
 
-def _system(rec: DialogueRecord, mode: SystemPromptMode) -> str:
+def _system(rec: DialogueRecord, mode: SystemPromptMode, profile=None) -> str:
     if mode == "record":
         return rec.messages[0].content
-    from ..prompts import system_prompt
+    from ..prompts import PromptProfile
 
-    return system_prompt(rec.person, rec.situation)
+    return (profile or PromptProfile.named("system")).render(rec.person, rec.situation)
 
 
 def _assistant_content(text: str, stats: DataStats) -> str:
@@ -78,9 +78,9 @@ def _assistant_content(text: str, stats: DataStats) -> str:
     return rendered
 
 
-def conversation(rec: DialogueRecord, system_mode: SystemPromptMode = "template", stats: DataStats | None = None) -> list[dict[str, str]]:
+def conversation(rec: DialogueRecord, system_mode: SystemPromptMode = "template", stats: DataStats | None = None, profile=None) -> list[dict[str, str]]:
     stats = stats if stats is not None else DataStats()
-    msgs = [{"role": "system", "content": _system(rec, system_mode)}]
+    msgs = [{"role": "system", "content": _system(rec, system_mode, profile)}]
     for m in rec.messages[1:]:
         content = m.content
         if m.role == "assistant":
@@ -91,12 +91,13 @@ def conversation(rec: DialogueRecord, system_mode: SystemPromptMode = "template"
 
 
 def iter_sft_examples(
-    path: str | Path, difficulty: Difficulty = "easy", system_mode: SystemPromptMode = "template", stats: DataStats | None = None
+    path: str | Path, difficulty: Difficulty = "easy", system_mode: SystemPromptMode = "template", stats: DataStats | None = None,
+    profile=None,
 ) -> Iterator[dict[str, Any]]:
     """One conversational example per dialogue that has at least one assistant turn."""
     stats = stats if stats is not None else DataStats()
     for rec in iter_dialogues(path, difficulty, stats):
-        msgs = conversation(rec, system_mode, stats)
+        msgs = conversation(rec, system_mode, stats, profile)
         if not any(m["role"] == "assistant" for m in msgs):
             continue
         stats.examples += 1
@@ -104,12 +105,13 @@ def iter_sft_examples(
 
 
 def iter_grpo_prompts(
-    path: str | Path, difficulty: Difficulty = "hard", system_mode: SystemPromptMode = "template", stats: DataStats | None = None
+    path: str | Path, difficulty: Difficulty = "hard", system_mode: SystemPromptMode = "template", stats: DataStats | None = None,
+    profile=None,
 ) -> Iterator[dict[str, Any]]:
     """One prompt per assistant turn: system + history up to that user turn, and the reward columns."""
     stats = stats if stats is not None else DataStats()
     for rec in iter_dialogues(path, difficulty, stats):
-        msgs = conversation(rec, system_mode, stats)
+        msgs = conversation(rec, system_mode, stats, profile)
         turn = 0
         for i, m in enumerate(msgs):
             if m["role"] != "assistant":
@@ -125,11 +127,11 @@ def iter_grpo_prompts(
             turn += 1
 
 
-def count(path: str | Path, kind: Literal["sft", "grpo"], difficulty: Difficulty, system_mode: SystemPromptMode = "template") -> DataStats:
+def count(path: str | Path, kind: Literal["sft", "grpo"], difficulty: Difficulty, system_mode: SystemPromptMode = "template", profile=None) -> DataStats:
     """One streaming pass for the numbers (--dry-run, model card); no torch needed."""
     stats = DataStats()
     it = iter_sft_examples if kind == "sft" else iter_grpo_prompts
-    for _ in it(path, difficulty, system_mode, stats):
+    for _ in it(path, difficulty, system_mode, stats, profile):
         pass
     if stats.examples == 0:
         hint = f" ({stats.skipped_difficulty} records skipped: meta.difficulty is not {difficulty!r}; set data.difficulty=all to use them)" if stats.skipped_difficulty else ""
@@ -137,21 +139,25 @@ def count(path: str | Path, kind: Literal["sft", "grpo"], difficulty: Difficulty
     return stats
 
 
-def build_dataset(path: str | Path, kind: Literal["sft", "grpo"], difficulty: Difficulty, system_mode: SystemPromptMode = "template", cache_dir: str | None = None):
+def build_dataset(path: str | Path, kind: Literal["sft", "grpo"], difficulty: Difficulty, system_mode: SystemPromptMode = "template", cache_dir: str | None = None, profile=None):
     """A `datasets.Dataset` written to Arrow from the generator (no whole-file list in memory)."""
     from datasets import Dataset
 
-    gen = iter_sft_examples if kind == "sft" else iter_grpo_prompts
     p = str(Path(path).resolve())
     mtime = Path(p).stat().st_mtime_ns
+    prof = (profile.template_text, profile.profile_words) if profile is not None else None
     return Dataset.from_generator(
         _gen_wrapper,
-        gen_kwargs={"kind": kind, "path": p, "difficulty": difficulty, "system_mode": system_mode, "mtime": mtime},
+        gen_kwargs={"kind": kind, "path": p, "difficulty": difficulty, "system_mode": system_mode, "mtime": mtime,
+                    "prompt": prof},
         cache_dir=cache_dir,
     )
 
 
-def _gen_wrapper(kind: str, path: str, difficulty: str, system_mode: str, mtime: int):
-    # `mtime` is only part of the fingerprint: an edited file is never served from a stale Arrow cache.
+def _gen_wrapper(kind: str, path: str, difficulty: str, system_mode: str, mtime: int, prompt=None):
+    # `mtime` and `prompt` are part of the fingerprint: an edited file or another prompt is never served from a stale cache.
+    from ..prompts import PromptProfile
+
     gen = iter_sft_examples if kind == "sft" else iter_grpo_prompts
-    yield from gen(path, difficulty, system_mode)  # type: ignore[arg-type]
+    profile = PromptProfile(prompt[0], prompt[1]) if prompt else None
+    yield from gen(path, difficulty, system_mode, None, profile)  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ def plan(cfg: GRPORunConfig) -> dict[str, Any]:
     """The --dry-run numbers (no torch): prompts, steps, generations, judge calls per step."""
     if not cfg.data.path:
         raise TrainError("no data: pass --data FILE.jsonl or set data.path")
-    stats = kd.count(cfg.data.path, "grpo", cfg.difficulty(), cfg.data.system_prompt)  # type: ignore[arg-type]
+    stats = kd.count(cfg.data.path, "grpo", cfg.difficulty(), cfg.data.system_prompt, cfg.prompt_profile())  # type: ignore[arg-type]
     world = cfg.world_size()
     completions_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world
     prompts_per_step = completions_per_step // cfg.num_generations
@@ -214,7 +214,7 @@ def run_grpo(cfg: GRPORunConfig, resume: bool | str | None = None, log: Callable
 
     funcs, weights, described = build_rewards(cfg)
     model_path, tok, tinfo = prepare_start_model(cfg, log)
-    dataset = kd.build_dataset(cfg.data.path, "grpo", cfg.difficulty(), cfg.data.system_prompt)  # type: ignore[arg-type]
+    dataset = kd.build_dataset(cfg.data.path, "grpo", cfg.difficulty(), cfg.data.system_prompt, profile=cfg.prompt_profile())  # type: ignore[arg-type]
 
     dtype = "float32" if cfg.use_cpu() else ("bfloat16" if cfg.precision().get("bf16") else cfg.dtype)
     grpo_args: dict[str, Any] = dict(

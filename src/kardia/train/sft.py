@@ -21,7 +21,7 @@ def plan(cfg: SFTRunConfig) -> dict[str, Any]:
     """What a run would do, without torch: the --dry-run numbers."""
     if not cfg.data.path:
         raise TrainError("no data: pass --data FILE.jsonl or set data.path")
-    stats = kd.count(cfg.data.path, "sft", cfg.difficulty(), cfg.data.system_prompt)  # type: ignore[arg-type]
+    stats = kd.count(cfg.data.path, "sft", cfg.difficulty(), cfg.data.system_prompt, cfg.prompt_profile())  # type: ignore[arg-type]
     world = cfg.world_size()
     per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world
     batches = math.ceil(stats.examples / (cfg.per_device_train_batch_size * world))
@@ -36,6 +36,55 @@ def plan(cfg: SFTRunConfig) -> dict[str, Any]:
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total,
     }
+
+
+def freeze_below_top_layers(model: Any, top: int | None) -> int:
+    """Freeze embeddings and every decoder layer below the top `top` (None: freeze nothing). Returns tensors frozen.
+
+    The backward pass then stops at the lowest trainable layer: on a CPU most of a step's time is saved,
+    while the layers that map the situation to a label and the format still learn.
+    """
+    if top is None:
+        return 0
+    layers = model.get_decoder().layers
+    if not 0 < top <= len(layers):
+        raise TrainError(f"train_top_layers={top}: the model has {len(layers)} decoder layers")
+    keep = {id(p) for layer in list(layers)[len(layers) - top:] for p in layer.parameters()}
+    keep |= {id(p) for p in model.get_decoder().norm.parameters()}
+    frozen = 0
+    for p in model.parameters():
+        if id(p) not in keep:
+            p.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def emotion_token_weights(input_ids: Any, begin: int, end: int, weight: float) -> Any:
+    """Per next-token weights ([B, L-1], aligned with shifted labels): `weight` inside the emotion span
+    (its label tokens and the closing marker), 1 elsewhere."""
+    ids = input_ids[:, 1:]
+    opened = (ids == begin).long().cumsum(1) - (ids == end).long().cumsum(1) > 0
+    inside = (opened & (ids != begin)) | (ids == end)
+    return 1.0 + (weight - 1.0) * inside.float()
+
+
+def _emotion_weighted(base: type) -> type:
+    """SFTTrainer whose token loss weighs the emotion span up (TRL's fused LM head; metrics as TRL logs them)."""
+
+    class EmotionWeightedSFTTrainer(base):
+        emotion_weight: float = 1.0
+        emotion_ids: tuple[int, int] = (-1, -1)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            import torch
+
+            outputs = model(**inputs, fused_lm_head=True)
+            w = emotion_token_weights(inputs["input_ids"], *self.emotion_ids, self.emotion_weight).to(outputs.log_probs.dtype)
+            num = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = (-outputs.log_probs * w).sum() / torch.as_tensor(num).clamp(min=1)
+            return (loss, outputs) if return_outputs else loss
+
+    return EmotionWeightedSFTTrainer
 
 
 def run_sft(
@@ -65,7 +114,7 @@ def run_sft(
     dtype = "float32" if cfg.use_cpu() else cfg.dtype
     model, tok, tinfo = load_model_and_tokenizer(cfg.model, cfg.chat_template, dtype=dtype)
     log(f"model {tinfo['path']}: +{tinfo['tokens_added']} span tokens, +{tinfo['embedding_rows_added']} embedding rows")
-    dataset = kd.build_dataset(cfg.data.path, "sft", cfg.difficulty(), cfg.data.system_prompt)  # type: ignore[arg-type]
+    dataset = kd.build_dataset(cfg.data.path, "sft", cfg.difficulty(), cfg.data.system_prompt, profile=cfg.prompt_profile())  # type: ignore[arg-type]
     peft_config = None
     if cfg.lora.enabled:
         peft_config = LoraConfig(
@@ -77,7 +126,14 @@ def run_sft(
             # No adapter on the embeddings: TRL 1.16 computes the loss from `lm_head.weight` directly (fused
             # LM head), which PEFT token adapters break. The span rows start from their words' embeddings.
         )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config)
+    frozen = freeze_below_top_layers(model, cfg.train_top_layers)
+    if frozen:
+        log(f"training the top {cfg.train_top_layers} decoder layers only ({frozen} parameter tensors frozen)")
+    trainer_cls = SFTTrainer if cfg.emotion_loss_weight == 1.0 else _emotion_weighted(SFTTrainer)
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config)
+    if cfg.emotion_loss_weight != 1.0:
+        trainer.emotion_weight = cfg.emotion_loss_weight
+        trainer.emotion_ids = tuple(tok.convert_tokens_to_ids(["<|emotion_begin|>", "<|emotion_end|>"]))
     log(f"SFT: {info['examples']} dialogues, {info['total_steps']} steps" + (f", resuming from {checkpoint}" if checkpoint else ""))
     result = trainer.train(resume_from_checkpoint=checkpoint)
     out = save_final(trainer, tok, cfg)
