@@ -21,7 +21,7 @@ import pytest
 from kardia.emotions import LABELS
 from kardia.eval.human import export_sample, import_ratings, krippendorff_alpha
 from kardia.eval.loaders import load_items
-from kardia.eval.run import EvalConfig, EvalError, run_eval
+from kardia.eval.run import EvalConfig, EvalError, judge_off, run_eval
 from kardia.records import RecordError
 from kardia.spans import render
 
@@ -539,3 +539,29 @@ def test_eval_without_a_judge_says_so(tmp_path, fake_server, shared_data):
     m = json.loads((Path(cfg.out) / "metrics.json").read_text())
     assert m["judge"]["ran"] == 0 and m["dims"] == [] and m["criteria"]["judged_mean"]["value"] is None
     assert "- Judge: none (judged dimensions not run)" in (Path(cfg.out) / "report.md").read_text()
+
+
+@pytest.mark.parametrize("flag", ["off", "none", "OFF", "no", "false"])
+def test_judge_off_on_the_command_line_and_in_yaml(tmp_path, fake_server, shared_data, flag):
+    """`--judge off` (YAML reads off/no/false as a boolean) turns the judge off instead of failing."""
+    from typer.testing import CliRunner
+
+    from kardia.cli import app
+
+    model = fake_server(responder=fake_model())
+    out = tmp_path / "cli"
+    args = ["eval", "--model", model.model_string(), "--data", str(shared_data / ED), "--out", str(out),
+            "--mode", "spans", "--limit", "2", "--judge", flag, "--set", "n_boot=20", "--set", "cache=false", "--no-progress"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "- Judge: none (judged dimensions not run)" in (out / "report.md").read_text()
+    cfg_file = tmp_path / "eval.yaml"
+    cfg_file.write_text(f"judge: {flag}\n")
+    assert judge_off(EvalConfig.load(cfg_file).judge)
+
+
+def test_judge_true_is_a_named_config_error(tmp_path):
+    from kardia.config import ConfigError
+
+    with pytest.raises(ConfigError, match="judge.*'none' or 'off'"):
+        EvalConfig.load(None, ["judge=yes"])

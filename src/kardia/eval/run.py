@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import field_validator
+
 from ..config import KardiaConfig
 from ..records import JsonlAppender, done_keys, iter_jsonl
 from .loaders import EvalItem, load_items
@@ -69,6 +71,16 @@ class EvalConfig(KardiaConfig):
     n_boot: int = 1000
     boot_seed: int = 0
     report: bool = True
+
+    @field_validator("judge", mode="before")
+    @classmethod
+    def _judge_off_from_yaml(cls, v: Any) -> Any:
+        """YAML reads `off`/`no`/`false` (from a file or `--judge off`) as False: that means no judge."""
+        if v is False:
+            return "off"
+        if v is True:
+            raise ValueError("expected a judge model string, or 'none' or 'off' for no judge (YAML reads on/yes/true as a boolean)")
+        return v
 
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resume."""
