@@ -223,6 +223,38 @@ def test_dedup_minhash():
     assert idx.check_and_add("c", "my cat learned to open the fridge and ate the whole cake while I slept") is None
 
 
+_TWINS_SCRIPT = """
+import json
+from kardia.data.dedup import NearDupIndex
+
+idx = NearDupIndex("minhash", threshold=0.7)
+out = []
+for g in range(12):  # A and B are kept (not twins of each other); C is a twin of both
+    words = [f"g{g}w{i}" for i in range(100)]
+    a, b, c = " ".join(words[:80]), " ".join(words[20:]), " ".join(words)
+    out += [idx.check_and_add(f"{g}-a", a), idx.check_and_add(f"{g}-b", b), idx.check_and_add(f"{g}-c", c)]
+print(json.dumps(out))
+"""
+
+
+def test_dedup_twin_choice_does_not_depend_on_the_hash_seed():
+    """Which kept twin dropped.jsonl names is the same under every PYTHONHASHSEED (issue 16 item 7)."""
+    import os
+    import subprocess
+    import sys
+
+    runs = []
+    for seed in ("0", "1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        res = subprocess.run([sys.executable, "-c", _TWINS_SCRIPT], env=env, capture_output=True, text=True, check=True)
+        runs.append(json.loads(res.stdout))
+    assert all(r == runs[0] for r in runs[1:]), runs
+    first = runs[0]
+    assert first[0::3] == [None] * 12 and first[1::3] == [None] * 12  # A and B kept
+    named = [x for x in first[2::3] if x is not None]  # LSH may miss a candidate; most C are found
+    assert len(named) >= 8 and all(x.split("-")[1] in ("a", "b") for x in named)
+
+
 def test_difficulty_rule_and_profile_split():
     assert difficulty({"FAIL": 1, "PASS": 2, "SOLVED": 0}) == "easy"
     assert difficulty({"FAIL": 3, "PASS": 1, "SOLVED": 1}) == "hard"
