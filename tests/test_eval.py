@@ -565,3 +565,23 @@ def test_judge_true_is_a_named_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="judge.*'none' or 'off'"):
         EvalConfig.load(None, ["judge=yes"])
+
+
+def test_judge_call_failure_is_retried_parse_failure_is_written(tmp_path, fake_server, shared_data):
+    """A judge *call* that fails leaves the item out (retried on resume); an unparseable judge answer is
+    written as a counted judge failure (issue 16 item 5)."""
+    from kardia.llm import load_llm
+
+    model = fake_server(responder=fake_model())
+    judge = fake_server(responder=fake_judge, faults=lambda n, body: "500" if n <= 4 else None)
+    cfg = _cfg(tmp_path, model, judge, shared_data, limit=4, concurrency=1)
+    load_llm(cfg.judge, cache=True).inner.max_retries = 0  # the Judge's backend (behind its cache)
+    s = run_eval(cfg, progress=False)
+    assert len(s["failures"]) == 4 and all("judge call failed" in f for f in s["failures"])
+    assert _results(cfg.out) == []
+    s = run_eval(cfg, progress=False)
+    recs = _results(cfg.out)
+    assert s["failures"] == [] and len(recs) == 4
+    for r in recs:
+        j = r["judge"]
+        assert j["scores"] is not None or (j["error"].startswith("parse:") and j["error_kind"] == "parse")

@@ -130,6 +130,7 @@ def test_parse_failures_are_errors_not_scores(fake_server):
     res = judge.score(JudgeItem(**ITEM, response=CLEAN))
     assert not res.ok and res.scores is None and res.reward is None
     assert res.error.startswith("parse:") and "2 attempt" in res.error
+    assert res.error_kind == "parse"  # the judge answered: a rerun gives the same answer
     assert server.stats.requests == 2  # first try + one seeded retry
 
 
@@ -143,6 +144,10 @@ def test_retry_recovers_and_llm_errors_are_errors(fake_server):
         JudgeItem(**ITEM, response=CLEAN)
     )
     assert res.error.startswith("llm:") and res.reward is None
+    assert res.error_kind == "call"  # a rerun may reach the judge
+    per_dim = Judge(broken.model_string(), mode="per_dimension", cache=False, llm_options={"max_retries": 0})
+    assert per_dim.score(JudgeItem(**ITEM, response=CLEAN)).error_kind == "call"
+    assert Panel([per_dim, per_dim]).score_many([JudgeItem(**ITEM, response=CLEAN)])[0].error_kind == "call"
 
 
 def test_safety_veto_zeroes_reward(fake_server):

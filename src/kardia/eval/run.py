@@ -265,12 +265,18 @@ class Evaluator:
             rec["risk"], rec["crisis_handled"] = None, None
         if judge_task is not None:
             res = await judge_task
+            kind = getattr(res, "error_kind", None)
+            if kind == "call":  # the judge was not reached: leave the item out, retried next run
+                from ..llm import LLMError
+
+                raise LLMError(f"judge call failed: {res.error}")
             scores = getattr(res, "scores", None)
             rec["judge"] = {
                 "scores": dict(scores) if scores else None,
                 "reasons": dict(getattr(res, "reasons", None) or {}),
                 "reward": getattr(res, "reward", None),
                 "error": getattr(res, "error", None) if not scores else None,
+                **({"error_kind": kind} if not scores else {}),
             }
         elif self.judge is not None:
             rec["judge"] = self._no_response_judgement()
