@@ -18,7 +18,8 @@ from typing import Iterable
 QUOTE = "| "
 
 # chat-template / special tokens of common families: <|im_start|>, <|eot_id|>, <s>, </s>, [INST], <<SYS>>
-_SPECIAL = re.compile(r"<\|\s*([^|<>\n]{0,64}?)\s*\|>")
+# (and DeepSeek's full-width bars: <｜end▁of▁sentence｜>)
+_SPECIAL = re.compile(r"<[|｜]\s*([^|｜<>\n]{0,64}?)\s*[|｜]>")
 _INST = re.compile(r"\[\s*/?\s*(INST|SYS|SYSTEM|USER|ASSISTANT)\s*\]", re.IGNORECASE)
 _SYS = re.compile(r"<<\s*/?\s*SYS\s*>>", re.IGNORECASE)
 _ROLE_TAG = re.compile(
