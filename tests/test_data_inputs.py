@@ -182,6 +182,36 @@ def test_scrub_and_hash():
     assert out["person"] == "[email]" and out["messages"][0]["content"] == "[handle]" and out["meta"] == {"x": "http://h"}
 
 
+ADDRESSES = [
+    "221B Baker Street", "1600 Pennsylvania Ave NW", "742 Evergreen Terrace", "10 Downing St.", "350 5th Ave",
+    "4 Privet Drive", "12 rue de la Paix", "8 Rue du Faubourg Saint-Honoré", "Hauptstraße 12", "Via Roma 5",
+    "Calle Mayor 3", "221b baker street", "12-14 High Road", "PO Box 42", "Keizersgracht 123", "NW1 6XE",
+]
+NOT_ADDRESSES = [
+    "I walked 5 long miles down the road", "i drive a big truck. 8 i drive a jeep", "7 beautiful place",
+    "no way i'd go. 12 no way", "I won first place in 2019", "My 3 best friends live on Main Street",
+    "we moved 3 times in 2 years", "it is a 5 story place", "a 2 lane highway", "sent 3 via email",
+]
+
+
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_street_addresses_are_scrubbed(address):
+    s = scrub(f"Write to me at {address}, any time.")
+    assert s == "Write to me at [address], any time.", s
+
+
+def test_ordinary_numbers_and_street_words_are_kept():
+    for text in NOT_ADDRESSES:
+        assert scrub(text) == text
+
+
+def test_own_username_in_free_text_is_scrubbed():
+    person = "About: I'm Maya_R (maya_r on most sites).\nSignature: -- maya_r\nnot maya_rose or xmaya_r"
+    s = scrub(person, names=["maya_r"])
+    assert s.count("[username]") == 3 and "maya_rose" in s and "xmaya_r" in s
+    assert scrub("a.b (c) here", names=["a.b (c)"]) == "[username] here"  # regex characters are literal
+
+
 # -- filters, dedup, split -------------------------------------------------------------------------
 
 
