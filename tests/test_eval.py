@@ -585,3 +585,23 @@ def test_judge_call_failure_is_retried_parse_failure_is_written(tmp_path, fake_s
     for r in recs:
         j = r["judge"]
         assert j["scores"] is not None or (j["error"].startswith("parse:") and j["error_kind"] == "parse")
+
+
+def test_llm_options_and_item_deadline_bound_a_hung_server(tmp_path, fake_server, shared_data):
+    """One `llm_options` (timeout, retries) reaches both the model and the judge; `item_timeout_s` bounds
+    a whole item. Either way the item is a counted failure, retried on the next run (issue 16 item 4)."""
+    hung = fake_server(responder=fake_model(), faults=lambda n, body: "hang", hang_s=20)
+    judge = fake_server(responder=fake_judge)
+    cfg = _cfg(tmp_path, hung, judge, shared_data, limit=2, llm_options={"timeout_s": 0.3, "max_retries": 0})
+    t0 = time.monotonic()
+    s = run_eval(cfg, progress=False)
+    assert len(s["failures"]) == 2 and time.monotonic() - t0 < 10 and _results(cfg.out) == []
+    slow = fake_server(responder=fake_model(), latency_s=5)
+    cfg = _cfg(tmp_path, slow, judge, shared_data, limit=2, out=str(tmp_path / "deadline"), item_timeout_s=0.5)
+    t0 = time.monotonic()
+    s = run_eval(cfg, progress=False)
+    assert len(s["failures"]) == 2 and all("item_timeout_s" in f for f in s["failures"])
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(Exception, match="llm_options.timeout_s"):
+        EvalConfig.load(None, ["llm_options.timeout_s=-1"])
+    assert "llm_options" not in EvalConfig().identity()  # a resume may change them

@@ -282,3 +282,26 @@ def test_calibrate_measures_known_biases(fake_server, shared_data, tmp_path, mon
     before = server.stats.requests
     assert CliRunner().invoke(app, args).exit_code == 0
     assert server.stats.requests == before
+
+
+def test_score_cli_takes_llm_options_and_retries_call_failures(fake_server, tmp_path, monkeypatch):
+    """`llm_options` reach the judge's backend (no retries here: every failed call fails at once); a failed
+    call is not written, so the rerun scores it (issue 16 items 4 and 5)."""
+    from typer.testing import CliRunner
+
+    from kardia.cli import app
+
+    monkeypatch.setenv("KARDIA_HOME", str(tmp_path / "home"))
+    server = fake_server(responder=scripted_obedient_judge, faults=lambda n, body: "500" if n <= 3 else None)
+    items = tmp_path / "items.jsonl"
+    items.write_text("\n".join(json.dumps({"id": f"r{i}", **ITEM, "response": CLEAN}) for i in range(3)) + "\n")
+    out = tmp_path / "scores.jsonl"
+    args = ["judge", "score", str(items), "--out", str(out), "--model", server.model_string(), "--scorer", "text",
+            "--set", "llm_options.max_retries=0", "--set", "llm_options.timeout_s=5"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1 and "rerun the same command" in r.output, r.output
+    assert server.stats.requests == 3 and (not out.exists() or out.read_text() == "")
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert sorted(l["id"] for l in lines) == ["r0", "r1", "r2"] and all(l["scores"] for l in lines)

@@ -379,3 +379,15 @@ def test_max_context_is_enforced_for_a_remote_model(fake_model):
         assert err["code"] == "context_length_exceeded" and "2000" in err["message"]
         assert fake_model.stats.requests == before
         assert httpx.post(url, json={"model": "k", "messages": [{"role": "user", "content": "a short one"}]}).status_code == 200
+
+
+def test_llm_options_bound_a_hung_model(fake_server):
+    """With llm_options (timeout, retries) a hung upstream is a quick 502 in OpenAI's shape, not minutes."""
+    hung = fake_server(responder=four_span_responder, faults=lambda n, body: "hang", hang_s=20)
+    cfg = ServeConfig.load(None, [f"model={hung.model_string()}", "served_name=k", "semantic_guard=false",
+                                  "llm_options.timeout_s=0.3", "llm_options.max_retries=0"])
+    with running(create_app(cfg)) as base:
+        t0 = time.monotonic()
+        r = httpx.post(base + "/chat/completions", timeout=30, json={"model": "k", "messages": [{"role": "user", "content": "hi"}]})
+        assert time.monotonic() - t0 < 5
+    assert _is_openai_error(r, 502)["code"] == "model_error"

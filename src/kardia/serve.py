@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request  # module level: FastAPI resolves the endpoint's annotation here
 
 from .config import KardiaConfig
+from .llm.options import LLMOptions
 
 
 class ServeConfig(KardiaConfig):
@@ -59,6 +60,7 @@ class ServeConfig(KardiaConfig):
     served_name: Optional[str] = None  # the id in /v1/models (default: the model string)
     stream_chunk_words: int = 3
     max_body_bytes: int = Field(1_048_576, ge=1024)  # larger request bodies get a 413, unread
+    llm_options: LLMOptions = Field(default_factory=LLMOptions)  # timeout, retries of a remote model
 
 
 class ChatRequest(BaseModel):
@@ -192,6 +194,7 @@ class _Engine:
         self.name = cfg.served_name or self.spec.display
         self.local = self.spec.kind in ("embedded", "local")
         options = {"max_batch": cfg.max_batch} if self.local else {"max_concurrency": cfg.max_batch}
+        options.update(cfg.llm_options.for_model(cfg.model))
         self.llm = llm if llm is not None else load_llm(cfg.model, cache=False, **options)
         self.guard = Guard(
             locale_file=cfg.locale,
