@@ -116,6 +116,35 @@ def test_pii_seeded_into_profiles_never_reaches_output(fake_server, tmp_path):
     assert not any(s in bodies for s in secrets_)
 
 
+def test_seeded_pii_of_every_kind_leaks_nowhere(fake_server, tmp_path):
+    """E-mails, phones, URLs, handles, street addresses and the profile's own username, seeded into
+    profiles: 0 of them in any model prompt or any exported file, the HF folder included (issue 16)."""
+    addresses = ["221B Baker Street", "1600 Pennsylvania Ave NW", "12 rue de la Paix", "Hauptstraße 12"]
+    contacts = ["maya.r@example.com", "+1 415 555 0199", "@maya_writes", "https://maya.blog/poems"]
+    usernames = ["quietfox77", "Lune.Blanche", "kai_the_owl", "Tobi-K"]
+    prof = tmp_path / "p.jsonl"
+    with prof.open("w") as fh:
+        for i, (addr, contact, user) in enumerate(zip(addresses, contacts, usernames)):
+            person = (f"MBTI: INFP\nAbout: {user} here, I live at {addr}; reach me via {contact}\n"
+                      f"Signature: -- {user}\nRecent Activities: moved to {addr}")
+            fh.write(json.dumps({"id": f"pii{i}", "username": user, "person": person}) + "\n")
+    srv = fake_server(responder=scripted_responder(echo_profile=True), record_bodies=True)
+    cfg = _cfg(srv.model_string(), profiles=[{"kind": "person", "path": str(prof)}], dedup={"method": "none"},
+               filters={"emotion_jumps": False}, export={"hf": True, "plot": False})
+    run_build(cfg, tmp_path / "out", progress=False)
+    secrets_ = addresses + contacts + usernames + ["Baker", "Pennsylvania", "rue de la Paix", "Hauptstraße", "555 0199"]
+    files = [f for f in (tmp_path / "out").rglob("*") if f.is_file() and f.name != "salt"]
+    assert any(f.parent.name in ("train", "test") for f in files)  # the HF folder is among them
+    for f in files:
+        data = f.read_bytes()
+        for s in secrets_:
+            assert s.encode("utf-8") not in data and s.lower().encode() not in data.lower(), (f, s)
+    bodies = json.dumps(srv.stats.bodies, ensure_ascii=False)
+    assert srv.stats.bodies and "[address]" in bodies and "[username]" in bodies
+    leaks = [s for s in secrets_ if s.lower() in bodies.lower()]
+    assert leaks == []
+
+
 def _run_cli(cfg_path: Path, out: Path) -> subprocess.Popen:
     env = {**os.environ, "KARDIA_HOME": str(out.parent / "home")}
     return subprocess.Popen(

@@ -21,7 +21,7 @@ import pytest
 from kardia.emotions import LABELS
 from kardia.eval.human import export_sample, import_ratings, krippendorff_alpha
 from kardia.eval.loaders import load_items
-from kardia.eval.run import EvalConfig, EvalError, run_eval
+from kardia.eval.run import EvalConfig, EvalError, judge_off, run_eval
 from kardia.records import RecordError
 from kardia.spans import render
 
@@ -539,3 +539,69 @@ def test_eval_without_a_judge_says_so(tmp_path, fake_server, shared_data):
     m = json.loads((Path(cfg.out) / "metrics.json").read_text())
     assert m["judge"]["ran"] == 0 and m["dims"] == [] and m["criteria"]["judged_mean"]["value"] is None
     assert "- Judge: none (judged dimensions not run)" in (Path(cfg.out) / "report.md").read_text()
+
+
+@pytest.mark.parametrize("flag", ["off", "none", "OFF", "no", "false"])
+def test_judge_off_on_the_command_line_and_in_yaml(tmp_path, fake_server, shared_data, flag):
+    """`--judge off` (YAML reads off/no/false as a boolean) turns the judge off instead of failing."""
+    from typer.testing import CliRunner
+
+    from kardia.cli import app
+
+    model = fake_server(responder=fake_model())
+    out = tmp_path / "cli"
+    args = ["eval", "--model", model.model_string(), "--data", str(shared_data / ED), "--out", str(out),
+            "--mode", "spans", "--limit", "2", "--judge", flag, "--set", "n_boot=20", "--set", "cache=false", "--no-progress"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "- Judge: none (judged dimensions not run)" in (out / "report.md").read_text()
+    cfg_file = tmp_path / "eval.yaml"
+    cfg_file.write_text(f"judge: {flag}\n")
+    assert judge_off(EvalConfig.load(cfg_file).judge)
+
+
+def test_judge_true_is_a_named_config_error(tmp_path):
+    from kardia.config import ConfigError
+
+    with pytest.raises(ConfigError, match="judge.*'none' or 'off'"):
+        EvalConfig.load(None, ["judge=yes"])
+
+
+def test_judge_call_failure_is_retried_parse_failure_is_written(tmp_path, fake_server, shared_data):
+    """A judge *call* that fails leaves the item out (retried on resume); an unparseable judge answer is
+    written as a counted judge failure (issue 16 item 5)."""
+    from kardia.llm import load_llm
+
+    model = fake_server(responder=fake_model())
+    judge = fake_server(responder=fake_judge, faults=lambda n, body: "500" if n <= 4 else None)
+    cfg = _cfg(tmp_path, model, judge, shared_data, limit=4, concurrency=1)
+    load_llm(cfg.judge, cache=True).inner.max_retries = 0  # the Judge's backend (behind its cache)
+    s = run_eval(cfg, progress=False)
+    assert len(s["failures"]) == 4 and all("judge call failed" in f for f in s["failures"])
+    assert _results(cfg.out) == []
+    s = run_eval(cfg, progress=False)
+    recs = _results(cfg.out)
+    assert s["failures"] == [] and len(recs) == 4
+    for r in recs:
+        j = r["judge"]
+        assert j["scores"] is not None or (j["error"].startswith("parse:") and j["error_kind"] == "parse")
+
+
+def test_llm_options_and_item_deadline_bound_a_hung_server(tmp_path, fake_server, shared_data):
+    """One `llm_options` (timeout, retries) reaches both the model and the judge; `item_timeout_s` bounds
+    a whole item. Either way the item is a counted failure, retried on the next run (issue 16 item 4)."""
+    hung = fake_server(responder=fake_model(), faults=lambda n, body: "hang", hang_s=20)
+    judge = fake_server(responder=fake_judge)
+    cfg = _cfg(tmp_path, hung, judge, shared_data, limit=2, llm_options={"timeout_s": 0.3, "max_retries": 0})
+    t0 = time.monotonic()
+    s = run_eval(cfg, progress=False)
+    assert len(s["failures"]) == 2 and time.monotonic() - t0 < 10 and _results(cfg.out) == []
+    slow = fake_server(responder=fake_model(), latency_s=5)
+    cfg = _cfg(tmp_path, slow, judge, shared_data, limit=2, out=str(tmp_path / "deadline"), item_timeout_s=0.5)
+    t0 = time.monotonic()
+    s = run_eval(cfg, progress=False)
+    assert len(s["failures"]) == 2 and all("item_timeout_s" in f for f in s["failures"])
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(Exception, match="llm_options.timeout_s"):
+        EvalConfig.load(None, ["llm_options.timeout_s=-1"])
+    assert "llm_options" not in EvalConfig().identity()  # a resume may change them

@@ -278,3 +278,116 @@ def test_embedded_model_real_generation(embedded_path):
     assert set(spans) == {"understanding", "reasoning", "emotion", "response"}
     assert content == (spans["response"].strip() if spans["response"] else visible_response(""))
     assert out.usage.completion_tokens > 0
+
+
+# -- hostile input (issue 16): every bad request a 4xx in the OpenAI error shape, never a 5xx --------
+def _is_openai_error(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    body = r.json()
+    assert set(body) == {"error"} and isinstance(body["error"].get("message"), str), body
+    assert {"type", "param", "code"} <= set(body["error"]), body
+    return body["error"]
+
+
+def test_bad_requests_get_openai_errors_and_never_reach_the_model(fake_model):
+    app = create_app(ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="k", max_body_bytes=65536))
+    url = None
+    with running(app) as base:
+        url = base + "/chat/completions"
+        before = fake_model.stats.requests
+        bad = {
+            "text part not a string": [{"role": "user", "content": [{"type": "text", "text": 42}]}],
+            "text part a list": [{"role": "user", "content": [{"type": "text", "text": ["a"]}]}],
+            "part not an object": [{"role": "user", "content": ["hello"]}],
+            "image part": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+            "content a number": [{"role": "user", "content": 5}],
+            "user without content": [{"role": "user"}],
+            "user content null": [{"role": "user", "content": None}],
+            "message not an object": ["hello"],
+            "role not a string": [{"role": ["user"], "content": "hi"}],
+        }
+        for why, messages in bad.items():
+            err = _is_openai_error(httpx.post(url, json={"model": "k", "messages": messages}), 400)
+            assert "messages" in err["message"] and "Traceback" not in err["message"], why
+        err = _is_openai_error(httpx.post(url, content=b'{"model": "k", "messages": [', headers={"content-type": "application/json"}), 400)
+        assert "not valid JSON" in err["message"] and "line 1" in err["message"]
+        err = _is_openai_error(httpx.post(url, content=b'{"model": "k\xff\xfe", "messages": []}', headers={"content-type": "application/json"}), 400)
+        assert "UTF-8" in err["message"]
+        _is_openai_error(httpx.post(url, content=b'[1, 2]', headers={"content-type": "application/json"}), 400)
+        _is_openai_error(httpx.post(url, content=b'{"model": "k", "messages": [], "temperature": NaN}'), 400)
+        _is_openai_error(httpx.post(url, json={"model": "k", "messages": [{"role": "user", "content": "hi"}], "max_tokens": "x"}), 400)
+        # over the body limit: 413 whether the length is declared or the body is streamed in chunks
+        big = json.dumps({"model": "k", "messages": [{"role": "user", "content": "a" * 100_000}]}).encode()
+        t0 = time.monotonic()
+        err = _is_openai_error(httpx.post(url, content=big, headers={"content-type": "application/json"}), 413)
+        assert time.monotonic() - t0 < 2 and "65536" in err["message"]
+        _is_openai_error(httpx.post(url, content=iter([big[:40000], big[40000:]]), headers={"content-type": "application/json"}), 413)
+        _is_openai_error(httpx.get(base + "/nowhere"), 404)
+        # a lone surrogate (valid JSON escape) is no 500
+        ok = httpx.post(url, content=b'{"model": "k", "messages": [{"role": "user", "content": "hi \\ud800 there"}]}')
+        assert ok.status_code == 200, ok.text
+        assert fake_model.stats.requests == before + 1  # only the last, valid request reached the model
+
+
+def test_the_guard_runs_off_the_event_loop(fake_model, monkeypatch):
+    """A slow guard check (it is ~4 s per MiB of text) must not stall /health or other clients."""
+    import importlib
+
+    assess_mod = importlib.import_module("kardia.safety.assess")  # the package's `assess` is the function
+    real = assess_mod.assess_patterns
+
+    def slow(message, *a, **kw):
+        if "SLOW" in message:
+            time.sleep(2.0)
+        return real(message, *a, **kw)
+
+    monkeypatch.setattr(assess_mod, "assess_patterns", slow)
+    app = create_app(ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="k"))
+    with running(app) as base:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            slow_req = pool.submit(httpx.post, base + "/chat/completions", timeout=30,
+                                   json={"model": "k", "messages": [{"role": "user", "content": "SLOW message"}]})
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            assert httpx.get(base.rsplit("/v1", 1)[0] + "/health", timeout=10).status_code == 200
+            health_s = time.monotonic() - t0
+            quick = httpx.post(base + "/chat/completions", timeout=30,
+                               json={"model": "k", "messages": [{"role": "user", "content": "hello #7"}]})
+            quick_s = time.monotonic() - t0
+            assert slow_req.result().status_code == 200
+    assert health_s < 0.8, health_s
+    assert quick.status_code == 200 and quick_s < 1.5, quick_s
+
+
+def test_other_families_special_tokens_never_reach_the_user(fake_server):
+    def responder(messages, body):
+        return render(response="I hear you.<｜end▁of▁sentence｜><|eot_id|></s><end_of_turn>", **SPANS)
+
+    model = fake_server(responder=responder)
+    app = create_app(ServeConfig(model=model.model_string(), semantic_guard=False, served_name="k"))
+    with running(app) as base:
+        out = _client(base).chat.completions.create(model="k", messages=[{"role": "user", "content": "hi"}])
+    assert out.choices[0].message.content == "I hear you."
+
+
+def test_max_context_is_enforced_for_a_remote_model(fake_model):
+    app = create_app(ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="k", max_context=2000, max_tokens=100))
+    with running(app) as base:
+        url = base + "/chat/completions"
+        before = fake_model.stats.requests
+        err = _is_openai_error(httpx.post(url, json={"model": "k", "messages": [{"role": "user", "content": "word " * 5000}]}), 400)
+        assert err["code"] == "context_length_exceeded" and "2000" in err["message"]
+        assert fake_model.stats.requests == before
+        assert httpx.post(url, json={"model": "k", "messages": [{"role": "user", "content": "a short one"}]}).status_code == 200
+
+
+def test_llm_options_bound_a_hung_model(fake_server):
+    """With llm_options (timeout, retries) a hung upstream is a quick 502 in OpenAI's shape, not minutes."""
+    hung = fake_server(responder=four_span_responder, faults=lambda n, body: "hang", hang_s=20)
+    cfg = ServeConfig.load(None, [f"model={hung.model_string()}", "served_name=k", "semantic_guard=false",
+                                  "llm_options.timeout_s=0.3", "llm_options.max_retries=0"])
+    with running(create_app(cfg)) as base:
+        t0 = time.monotonic()
+        r = httpx.post(base + "/chat/completions", timeout=30, json={"model": "k", "messages": [{"role": "user", "content": "hi"}]})
+        assert time.monotonic() - t0 < 5
+    assert _is_openai_error(r, 502)["code"] == "model_error"

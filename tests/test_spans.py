@@ -251,3 +251,11 @@ def test_strip_span_markup_leaves_no_marker(text):
     p = parse(cleaned)
     assert p.understanding is p.reasoning is p.emotion is p.response is None
     assert not any(m in p_ for p_ in p.problems for m in ("unclosed", "stray end"))
+
+
+def test_special_tokens_of_other_families_are_not_visible():
+    from kardia.spans import render, visible_response
+
+    text = render(understanding="u", reasoning="r", emotion="sad",
+                  response="I hear you.<｜end▁of▁sentence｜><｜Assistant｜></s><end_of_turn><|eot_id|>")
+    assert visible_response(text) == "I hear you."

@@ -9,7 +9,11 @@ What clients get:
   `--expose-spans` the other spans too.
 - Every request's last user message (with its history) passes the crisis guard first. At risk, the
   reply is the policy's safe reply and the model is not called, so it cannot override it.
-- Requests longer than the model's context get a 400 in OpenAI's error format.
+- Requests longer than the model's context get a 400 in OpenAI's error format (a remote `openai:`
+  model with `--max-context`: checked on an estimate, ~4 characters a token).
+- Hostile input: every bad request is a 4xx in OpenAI's `{"error": {...}}` shape (bodies over
+  `max_body_bytes` a 413, read no further); the guard's patterns and the token count run in worker
+  threads, so a long message never stalls `/health` or other clients.
 
 Streaming (`stream=true`): we generate the whole answer, then stream the visible response in
 OpenAI-format chunks. Why not stream tokens: the response span comes last (understanding, reasoning
@@ -21,7 +25,10 @@ instead of a stream cut halfway, and the local backend can keep batching whole g
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
+import re
 import time
 import uuid
 from pathlib import Path
@@ -29,9 +36,11 @@ from typing import Any, Optional
 
 import typer
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request  # module level: FastAPI resolves the endpoint's annotation here
 
 from .config import KardiaConfig
+from .llm.options import LLMOptions
 
 
 class ServeConfig(KardiaConfig):
@@ -50,6 +59,8 @@ class ServeConfig(KardiaConfig):
     max_context: Optional[int] = None  # override the model's context length (local models read it)
     served_name: Optional[str] = None  # the id in /v1/models (default: the model string)
     stream_chunk_words: int = 3
+    max_body_bytes: int = Field(1_048_576, ge=1024)  # larger request bodies get a 413, unread
+    llm_options: LLMOptions = Field(default_factory=LLMOptions)  # timeout, retries of a remote model
 
 
 class ChatRequest(BaseModel):
@@ -57,7 +68,7 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     model: str
-    messages: list[dict]
+    messages: list[Any]  # each checked by `_messages`, with its index in the error
     stream: bool = False
     max_tokens: Optional[int] = None
     max_completion_tokens: Optional[int] = None
@@ -78,15 +89,97 @@ def _error(status: int, message: str, type_: str = "invalid_request_error", para
     )
 
 
-def _text_of(content: Any) -> str:
-    """OpenAI content is a string or a list of parts; only text parts are read."""
-    if content is None:
-        return ""
+class _Reject(Exception):
+    """A request answered with an OpenAI-shaped error instead of a completion."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+CHARS_PER_TOKEN = 4  # the estimate for remote models, whose tokenizer the server does not have
+
+
+def _text_of(content: Any, where: str) -> str:
+    """OpenAI content is a string or a list of text parts; anything else is the client's error."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") in ("text", None))
-    raise ValueError(f"content must be a string or a list of parts, got {type(content).__name__}")
+    if not isinstance(content, list):
+        raise _Reject(400, f"{where}.content: must be a string or a list of text parts, got {_json_type(content)}", param=where)
+    texts = []
+    for j, part in enumerate(content):
+        at = f"{where}.content[{j}]"
+        if not isinstance(part, dict):
+            raise _Reject(400, f"{at}: must be an object like {{\"type\": \"text\", \"text\": \"...\"}}, got {_json_type(part)}", param=where)
+        if part.get("type", "text") != "text":
+            raise _Reject(400, f"{at}.type: only text parts are supported, got {str(part.get('type'))[:40]!r}", param=where)
+        if not isinstance(part.get("text"), str):
+            raise _Reject(400, f"{at}.text: must be a string, got {_json_type(part.get('text'))}", param=where)
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
+    )
+
+
+def _messages(raw: list) -> list[dict]:
+    """The request's messages as {role, content} text, each checked; lone surrogates (a valid JSON
+    escape that cannot be encoded again) become U+FFFD."""
+    out = []
+    for i, m in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _Reject(400, f"{where}: must be an object with role and content, got {_json_type(m)}", param="messages")
+        role = m.get("role")
+        if role not in ("system", "user", "assistant"):
+            raise _Reject(400, f"{where}.role: must be system, user or assistant", param="messages")
+        if m.get("content") is None:
+            if role != "assistant":  # an assistant turn may carry only tool calls; a user turn says something
+                raise _Reject(400, f"{where}.content: a {role} message needs content", param="messages")
+            text = ""
+        else:
+            text = _text_of(m["content"], where)
+        out.append({"role": role, "content": _SURROGATE.sub("\ufffd", text)})
+    return out
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+async def _read_json(request: Any, limit: int) -> dict:
+    """The body as a JSON object, read no further than `limit` bytes (declared or streamed)."""
+    too_big = f"the request body is over this server's limit of {limit} bytes (max_body_bytes)"
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise _Reject(400, "Content-Length is not a number")
+        if int(declared) > limit:
+            raise _Reject(413, too_big, code="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _Reject(413, too_big, code="request_too_large")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Reject(400, f"the request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = json.loads(text, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise _Reject(400, f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:
+        raise _Reject(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _Reject(400, f"the request body must be a JSON object, got {_json_type(data)}")
+    return data
 
 
 class _Engine:
@@ -101,6 +194,7 @@ class _Engine:
         self.name = cfg.served_name or self.spec.display
         self.local = self.spec.kind in ("embedded", "local")
         options = {"max_batch": cfg.max_batch} if self.local else {"max_concurrency": cfg.max_batch}
+        options.update(cfg.llm_options.for_model(cfg.model))
         self.llm = llm if llm is not None else load_llm(cfg.model, cache=False, **options)
         self.guard = Guard(
             locale_file=cfg.locale,
@@ -123,17 +217,21 @@ class _Engine:
                 self.max_context = int(getattr(mc, "max_position_embeddings", 0) or 0) or None
         self.created = int(time.time())
 
-    def count_tokens(self, conversation: list[dict]) -> int | None:
+    def count_tokens(self, conversation: list[dict]) -> tuple[int, bool]:
+        """(prompt tokens, estimated): counted with a local model's tokenizer; for a remote model,
+        estimated from the characters (`CHARS_PER_TOKEN`) plus a few tokens of template per message."""
         if self.tokenizer is None:
-            return None
+            chars = sum(len(m["content"]) for m in conversation)
+            return math.ceil(chars / CHARS_PER_TOKEN) + 4 * len(conversation), True
         text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]), False
 
 
 def create_app(cfg: ServeConfig, llm: Any = None):
     """The FastAPI app (tests run it in-thread with uvicorn; `kardia serve` runs it with uvicorn.run)."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
     from fastapi.responses import JSONResponse, StreamingResponse
     from .emotions import normalize
     from .llm import LLMError, SamplingParams
@@ -150,6 +248,21 @@ def create_app(cfg: ServeConfig, llm: Any = None):
         loc = ".".join(str(x) for x in e.get("loc", []) if x != "body")
         return _error(400, f"field {loc or 'body'}: {e.get('msg')}", param=loc or None)
 
+    @app.exception_handler(_Reject)
+    async def _rejected(request, exc: _Reject):
+        return _error(exc.status, exc.message, param=exc.param, code=exc.code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):  # 404, 405: OpenAI's shape, not {"detail"}
+        return _error(exc.status_code, str(exc.detail), type_="invalid_request_error" if exc.status_code < 500 else "server_error")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, exc: Exception):  # a bug: an error the client can read, no traceback
+        import logging
+
+        logging.getLogger("kardia.serve").exception("unexpected error")
+        return _error(500, f"internal error ({type(exc).__name__})", type_="server_error", code="internal_error")
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": engine.name, "guard": "on", "locale": engine.guard.locale.name}
@@ -162,19 +275,20 @@ def create_app(cfg: ServeConfig, llm: Any = None):
         }
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatRequest):
+    async def chat_completions(request: Request):
         rid = "chatcmpl-" + uuid.uuid4().hex[:24]
+        body = await _read_json(request, cfg.max_body_bytes)
+        try:
+            req = ChatRequest.model_validate(body)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            loc = ".".join(str(x) for x in e.get("loc", []))
+            return _error(400, f"field {loc or 'body'}: {e.get('msg')}", param=loc or None)
         if req.model != engine.name:
             return _error(404, f"The model '{req.model}' does not exist; this server serves '{engine.name}'.", param="model", code="model_not_found")
         if (req.n or 1) != 1:
             return _error(400, "only n=1 is supported", param="n")
-        try:
-            msgs = [{"role": str(m.get("role", "")), "content": _text_of(m.get("content"))} for m in req.messages]
-        except ValueError as exc:
-            return _error(400, f"messages: {exc}", param="messages")
-        bad = [i for i, m in enumerate(msgs) if m["role"] not in ("system", "user", "assistant")]
-        if bad:
-            return _error(400, f"messages[{bad[0]}].role: must be system, user or assistant", param="messages")
+        msgs = _messages(req.messages)
         if not msgs or msgs[-1]["role"] != "user":
             return _error(400, "the last message must come from the user", param="messages")
         client_system = [m for m in msgs if m["role"] == "system"]
@@ -199,13 +313,14 @@ def create_app(cfg: ServeConfig, llm: Any = None):
             content = engine.guard.crisis_reply(assessment)
             info: dict[str, Any] = {"emotion": None, "guarded": True, "safety": safety}
         else:
-            n_prompt = engine.count_tokens(conversation)
-            if engine.max_context and n_prompt is not None and n_prompt + max_tokens > engine.max_context:
+            n_prompt, estimated = await asyncio.to_thread(engine.count_tokens, conversation)
+            if engine.max_context and n_prompt + max_tokens > engine.max_context:
+                about = "about " if estimated else ""
                 return _error(
                     400,
                     f"This model's maximum context length is {engine.max_context} tokens. However, you requested "
-                    f"{n_prompt + max_tokens} tokens ({n_prompt} in the messages, {max_tokens} in the completion). "
-                    "Please reduce the length of the messages or completion.",
+                    f"{about}{n_prompt + max_tokens} tokens ({about}{n_prompt} in the messages, {max_tokens} in the "
+                    "completion). Please reduce the length of the messages or completion.",
                     param="messages",
                     code="context_length_exceeded",
                 )
@@ -223,7 +338,7 @@ def create_app(cfg: ServeConfig, llm: Any = None):
                 return _error(502, f"the model failed: {exc}", type_="server_error", code="model_error")
             parsed = parse(completion.text)
             content = visible_response(completion.text)
-            replaced = engine.guard.check_output(content, request_id=rid)
+            replaced = await asyncio.to_thread(engine.guard.check_output, content, request_id=rid)
             if replaced is not None:
                 content = replaced
             info = {
@@ -313,6 +428,7 @@ def register(app: typer.Typer) -> None:
         max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Most requests generated together (default 8)."),
         max_context: Optional[int] = typer.Option(None, "--max-context", help="Override the model's context length."),
         served_name: Optional[str] = typer.Option(None, "--served-name", help="Model id clients use (default: the model string)."),
+        max_body_bytes: Optional[int] = typer.Option(None, "--max-body-bytes", help="Larger request bodies get a 413 (default 1 MiB)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config (ServeConfig)."),
         set_: list[str] = typer.Option([], "--set", help="Override a config key: key=value (repeatable)."),
     ) -> None:
@@ -330,6 +446,7 @@ def register(app: typer.Typer) -> None:
             ("max_batch", max_batch),
             ("max_context", max_context),
             ("served_name", served_name),
+            ("max_body_bytes", max_body_bytes),
         ):
             if value is not None:
                 overrides.append(f"{key}={json.dumps(value)}")

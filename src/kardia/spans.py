@@ -26,8 +26,12 @@ _MARKER = re.compile(
     rf"<\|\s*(?P<tname>{_NAMES})_(?P<tkind>begin|end)\s*\|>|<\s*(?P<slash>/)?\s*(?P<gname>{_NAMES})\s*>",
     re.IGNORECASE,
 )
-# Any other chat-template token (`<|im_end|>`, `<|eot_id|>`): never shown to a user.
-_ANY_SPECIAL = re.compile(r"<\|[A-Za-z0-9_.:-]{1,64}\|>")
+# Any other chat-template token, of any model family: `<|im_end|>`, `<|eot_id|>`, DeepSeek's full-width
+# `<｜end▁of▁sentence｜>`, Gemma's `<end_of_turn>`, Llama 2's `</s>`: never shown to a user.
+_ANY_SPECIAL = re.compile(
+    r"<[|｜][A-Za-z0-9_.:▁ -]{1,64}[|｜]>|</?s>|<(?:start_of_turn|end_of_turn|eos|bos|pad|unk)>",
+    re.IGNORECASE,
+)
 _MAX_PROBLEMS = 20
 _SNIPPET = 40
 

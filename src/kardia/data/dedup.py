@@ -7,7 +7,9 @@
   transformers); cosine >= 0.95
   to an earlier kept dialogue drops it.
 The compared text is what the dialogue says (user turns and responses), not the profile or system
-prompt, which repeat by design. Records are visited in id order, so the kept one is deterministic.
+prompt, which repeat by design. Records are visited in id order, so the kept one is deterministic;
+of several kept twins, the one named is the most similar, then the earliest kept (never the order of
+a hash set, which changes with PYTHONHASHSEED).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class NearDupIndex:
 
             self._lsh = MinHashLSH(threshold=self.threshold, num_perm=num_perm)
             self._sigs: dict[str, object] = {}
+            self._order: dict[str, int] = {}  # key -> position among kept dialogues
         else:
             self._model = None
             self._ids: list[str] = []
@@ -61,11 +64,14 @@ class NearDupIndex:
 
         mh = MinHash(num_perm=self.num_perm)
         mh.update_batch(list(_shingles(text)))
-        for other in self._lsh.query(mh):  # LSH candidates, confirmed with the estimated Jaccard
-            if mh.jaccard(self._sigs[other]) >= self.threshold:
-                return other
+        # LSH candidates (an unordered set), confirmed with the estimated Jaccard
+        twins = [(mh.jaccard(self._sigs[o]), o) for o in self._lsh.query(mh)]
+        twins = [t for t in twins if t[0] >= self.threshold]
+        if twins:
+            return min(twins, key=lambda t: (-t[0], self._order[t[1]]))[1]
         self._lsh.insert(key, mh)
         self._sigs[key] = mh
+        self._order[key] = len(self._order)
         return None
 
     def _embed(self, key: str, text: str) -> str | None:

@@ -44,14 +44,18 @@ def input_path(path: str) -> str:
 
 
 def load_inputs(cfg: BuildConfig, skip_bad: bool = False) -> tuple[list[Profile], list[Seed], list[RecordError]]:
-    """Profiles and situations, scrubbed of contact details before any model sees them."""
+    """Profiles and situations, scrubbed of contact details, addresses and the profile's own username
+    before any model sees them."""
     bad: list[RecordError] = []
     profiles: list[Profile] = []
     for src in cfg.profiles:
         for n, prof in enumerate(load_profiles(src.kind, input_path(src.path), skip_bad=skip_bad, bad=bad)):
             if src.limit is not None and n >= src.limit:
                 break
-            profiles.append(prof.model_copy(update={"person": scrub(prof.person)}))
+            # the username is exported only as a keyed hash, so its plain text (a signature) goes too; a
+            # username that is only the profile id (none given) is no secret: meta.profile_id holds it
+            names = [prof.username] if prof.username and prof.username != prof.id else []
+            profiles.append(prof.model_copy(update={"person": scrub(prof.person, names=names)}))
     seeds: list[Seed] = []
     for src in cfg.seeds:
         for n, s in enumerate(load_seeds(src.kind, input_path(src.path), skip_bad=skip_bad, bad=bad, emotion_map=src.emotion_map)):

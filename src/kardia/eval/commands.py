@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Model string: embedded, a folder, openai:MODEL@URL."),
         data: Optional[str] = typer.Option(None, "--data", "-d", help="KardiaBench .jsonl, ED conversations .csv or ESConv .jsonl."),
-        judge: Optional[str] = typer.Option(None, "--judge", "-j", help="Judge model string, or 'none' to skip judged dimensions."),
+        judge: Optional[str] = typer.Option(None, "--judge", "-j", help="Judge model string, or 'none' / 'off' to skip judged dimensions."),
         out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder (results.jsonl, report.md, report.html)."),
         mode: Optional[str] = typer.Option(None, "--mode", help="spans | plain | auto (spans if the tokenizer has span tokens)."),
         limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Only the first N turns."),

@@ -29,7 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field, field_validator
+
 from ..config import KardiaConfig
+from ..llm.options import LLMOptions
 from ..records import JsonlAppender, done_keys, iter_jsonl
 from .loaders import EvalItem, load_items
 
@@ -62,6 +65,8 @@ class EvalConfig(KardiaConfig):
     seed: int | None = None
     max_history_messages: int | None = None  # keep only the last N history messages (None: all)
     concurrency: int = 64  # items in flight; local backends batch them
+    llm_options: LLMOptions = Field(default_factory=LLMOptions)  # timeout, retries, limits of model and judge
+    item_timeout_s: float | None = Field(None, gt=0)  # a whole item (generation, judge): past it, a failure retried next run
     safety: bool = True  # crisis-handling metric via kardia.safety
     safety_model: str | None = None
     esconv_include_approximate: bool = True
@@ -69,6 +74,16 @@ class EvalConfig(KardiaConfig):
     n_boot: int = 1000
     boot_seed: int = 0
     report: bool = True
+
+    @field_validator("judge", mode="before")
+    @classmethod
+    def _judge_off_from_yaml(cls, v: Any) -> Any:
+        """YAML reads `off`/`no`/`false` (from a file or `--judge off`) as False: that means no judge."""
+        if v is False:
+            return "off"
+        if v is True:
+            raise ValueError("expected a judge model string, or 'none' or 'off' for no judge (YAML reads on/yes/true as a boolean)")
+        return v
 
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resume."""
@@ -145,7 +160,7 @@ class Evaluator:
 
         self.cfg = cfg
         self.mode = mode
-        self.llm = load_llm(cfg.model, cache=cfg.cache)
+        self.llm = load_llm(cfg.model, cache=cfg.cache, **cfg.llm_options.for_model(cfg.model))
         max_tokens = cfg.max_tokens if mode == "spans" else cfg.plain_max_tokens
         self.gen_params = SamplingParams(max_tokens=max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
         self.emo_params = SamplingParams(
@@ -168,7 +183,8 @@ class Evaluator:
         if not judge_off(cfg.judge):
             from ..judge import Judge
 
-            self.judge = Judge(model=cfg.judge, rubric=cfg.rubric, mode=cfg.judge_mode, scorer=cfg.judge_scorer)
+            self.judge = Judge(model=cfg.judge, rubric=cfg.rubric, mode=cfg.judge_mode, scorer=cfg.judge_scorer,
+                               llm_options=cfg.llm_options.for_model(cfg.judge))
 
     def _history(self, item: EvalItem, visible: bool) -> list[dict]:
         hist = item.history
@@ -271,12 +287,18 @@ class Evaluator:
             rec["risk"], rec["crisis_handled"] = None, None
         if judge_task is not None:
             res = await judge_task
+            kind = getattr(res, "error_kind", None)
+            if kind == "call":  # the judge was not reached: leave the item out, retried next run
+                from ..llm import LLMError
+
+                raise LLMError(f"judge call failed: {res.error}")
             scores = getattr(res, "scores", None)
             rec["judge"] = {
                 "scores": dict(scores) if scores else None,
                 "reasons": dict(getattr(res, "reasons", None) or {}),
                 "reward": getattr(res, "reward", None),
                 "error": getattr(res, "error", None) if not scores else None,
+                **({"error_kind": kind} if not scores else {}),
             }
         elif self.judge is not None:
             rec["judge"] = self._no_response_judgement()
@@ -330,6 +352,18 @@ def _write_run_file(out: Path, data: dict) -> None:
     tmp.replace(out / RUN_FILE)
 
 
+async def _within(coro, seconds: float | None):
+    """The item's record, or an LLMError once its deadline passes (so it is retried on the next run)."""
+    if seconds is None:
+        return await coro
+    from ..llm import LLMError
+
+    try:
+        return await asyncio.wait_for(coro, seconds)
+    except asyncio.TimeoutError:
+        raise LLMError(f"item deadline of {seconds:g} s passed (item_timeout_s)") from None
+
+
 async def _run_items(ev: Evaluator, items, appender: JsonlAppender, concurrency: int, on_done) -> list[str]:
     """Keep up to `concurrency` items in flight; write each as it finishes. Returns failure messages."""
     from ..llm import LLMError
@@ -345,7 +379,7 @@ async def _run_items(ev: Evaluator, items, appender: JsonlAppender, concurrency:
             except StopIteration:
                 exhausted = True
                 break
-            task = asyncio.ensure_future(ev.score(item))
+            task = asyncio.ensure_future(_within(ev.score(item), ev.cfg.item_timeout_s))
             task.item_id = item.id  # type: ignore[attr-defined]
             pending.add(task)
         if not pending:

@@ -7,7 +7,10 @@ from typing import Optional
 
 import typer
 
+from pydantic import Field
+
 from ..config import KardiaConfig
+from ..llm.options import LLMOptions
 
 
 class JudgeScoreConfig(KardiaConfig):
@@ -19,6 +22,7 @@ class JudgeScoreConfig(KardiaConfig):
     scorer: str = "auto"
     batch_size: int = 32
     parse_retries: int = 1
+    llm_options: LLMOptions = Field(default_factory=LLMOptions)  # timeout, retries, limits of the judge model
 
 
 def _overrides(pairs: list[str], **explicit) -> list[str]:
@@ -90,3 +94,9 @@ def _print_summary(summary: dict) -> None:
     c = Console()
     c.print(table)
     c.print(f"items: {summary['items']}  scored: {summary['scored']}  failures: {summary['failures']}  (this run: {summary['new']} new)")
+    retry = summary.get("call_failures_to_retry") or []
+    if retry:
+        c.print(f"[yellow]{len(retry)} judge calls failed and were not written: rerun the same command to retry them[/]")
+        for line in retry[:10]:
+            c.print(f"  {line}")
+        raise typer.Exit(1)

@@ -32,12 +32,17 @@ class JudgeItem(BaseModel):
 
 
 class JudgeResult(BaseModel):
-    """Scores per dimension key (None on failure), reasons, the aggregated reward, or the error."""
+    """Scores per dimension key (None on failure), reasons, the aggregated reward, or the error.
+
+    error_kind says whether a rerun can help: "call" (a model call failed for good: retry it later) or
+    "parse" (the judge answered, but no usable score came out: a counted judge failure).
+    """
 
     scores: dict[str, float] | None = None
     reasons: dict[str, str] = Field(default_factory=dict)
     reward: float | None = None
     error: str | None = None
+    error_kind: Literal["call", "parse"] | None = None
     vetoed: list[str] = Field(default_factory=list)
     raw: str = ""
     probs: dict[str, dict[str, float]] | None = None
@@ -225,7 +230,8 @@ class Judge(ModelRole):
                         raise o
                 if errors:
                     raw_parts = [o[1] for o in outs if not isinstance(o, BaseException)]
-                    return JudgeResult(error="; ".join(errors), raw="\n---\n".join(raw_parts))
+                    kind = "call" if any(isinstance(o, LLMError) for o in outs) else "parse"
+                    return JudgeResult(error="; ".join(errors), error_kind=kind, raw="\n---\n".join(raw_parts))
                 scores = {}
                 reasons = {}
                 raws = []
@@ -237,9 +243,9 @@ class Judge(ModelRole):
                         reasons[d.key] = r[d.key]
                 raw = "\n---\n".join(raws)
         except JudgeParseError as exc:
-            return JudgeResult(error=f"parse: {exc}")
+            return JudgeResult(error=f"parse: {exc}", error_kind="parse")
         except LLMError as exc:
-            return JudgeResult(error=f"llm: {exc}")
+            return JudgeResult(error=f"llm: {exc}", error_kind="call")
         fscores = {k: float(v) for k, v in scores.items()}
         reward, vetoed = aggregate(fscores, self.rubric)
         return JudgeResult(scores=fscores, reasons=reasons, reward=reward, vetoed=vetoed, raw=raw)
@@ -304,7 +310,12 @@ class Panel:
         valid = [r for r in results if r.ok]
         errors = [f"judge {i}: {r.error}" for i, r in enumerate(results) if not r.ok]
         if len(valid) < self.min_valid:
-            return JudgeResult(error=f"only {len(valid)} of {len(results)} judges answered (need {self.min_valid}): " + "; ".join(errors))
+            # a failed call among the missing judges may answer on a retry
+            kind = "call" if any(r.error_kind == "call" for r in results if not r.ok) else "parse"
+            return JudgeResult(
+                error=f"only {len(valid)} of {len(results)} judges answered (need {self.min_valid}): " + "; ".join(errors),
+                error_kind=kind,
+            )
         scores: dict[str, float] = {}
         per_dim: dict[str, dict] = {}
         problems = []
@@ -329,8 +340,8 @@ class Panel:
             "per_dimension": per_dim,
             "mean": statistics.fmean(p["agreement"] for p in per_dim.values()) if per_dim else None,
         }
-        if problems:
-            return JudgeResult(error="; ".join(problems), agreement=agreement)
+        if problems:  # the judges answered and disagree: a rerun gives the same answers
+            return JudgeResult(error="; ".join(problems), error_kind="parse", agreement=agreement)
         reward, vetoed = aggregate(scores, self.rubric)
         reasons = {}
         for r in valid:
@@ -354,6 +365,7 @@ def result_record(item_id: Any, result: JudgeResult) -> dict:
         "reasons": result.reasons,
         "vetoed": result.vetoed,
         "error": result.error,
+        "error_kind": result.error_kind,
         **({"agreement": result.agreement} if result.agreement else {}),
     }
 

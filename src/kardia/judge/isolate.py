@@ -4,7 +4,9 @@ The profile, history and response are shown to a judge as a quoted block between
 tag is derived from a hash of the block's own content (so the data cannot know, and so cannot close,
 its own delimiter; and the prompt stays deterministic, so judge calls are cacheable). Every data line
 is prefixed with `| `. Span tokens, chat-template tokens and role markers inside the data are
-neutralised, so nothing in the data can look like the start of a new system or user turn.
+neutralised, so nothing in the data can look like the start of a new system or user turn. Every
+line-break class (\r, VT, FF, NEL, U+2028, ...) becomes \n before quoting, so no reader sees a data line
+without its prefix.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Iterable
 QUOTE = "| "
 
 # chat-template / special tokens of common families: <|im_start|>, <|eot_id|>, <s>, </s>, [INST], <<SYS>>
-_SPECIAL = re.compile(r"<\|\s*([^|<>\n]{0,64}?)\s*\|>")
+# (and DeepSeek's full-width bars: <｜end▁of▁sentence｜>)
+_SPECIAL = re.compile(r"<[|｜]\s*([^|｜<>\n]{0,64}?)\s*[|｜]>")
 _INST = re.compile(r"\[\s*/?\s*(INST|SYS|SYSTEM|USER|ASSISTANT)\s*\]", re.IGNORECASE)
 _SYS = re.compile(r"<<\s*/?\s*SYS\s*>>", re.IGNORECASE)
 _ROLE_TAG = re.compile(
@@ -31,6 +34,29 @@ _ROLE_LINE = re.compile(
 )
 
 
+# every character that some reader (str.splitlines, a tokenizer, a terminal, a browser) treats as the
+# end of a line: \r, VT, FF, FS/GS/RS, NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR. Left in, the text after
+# one would read as a new line without the quote prefix.
+_BREAKS = re.compile("\r\n|[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# bidi embeddings, overrides and isolates: they can draw a quoted line right-to-left, so that its `| `
+# prefix shows at the far end and the line reads as unquoted
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+
+
+# the remaining C0/C1 control characters (tab and \n kept) and lone surrogates (JSON allows "\ud800";
+# they cannot be encoded, so the block could not be hashed into its tag)
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _plain_lines(text: str) -> str:
+    """Text whose only line break is \n, so that `quote` prefixes every line a reader will see."""
+    text = _BREAKS.sub("\n", text)
+    text = _BIDI.sub("", text)
+    text = _CONTROL.sub(" ", text)
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def _strip_spans(text: str) -> str:
     try:
         from ..spans import strip_span_markup
@@ -43,7 +69,7 @@ def neutralise(text: object) -> str:
     """Text with span tokens removed and role markers / special tokens defanged (content kept readable)."""
     if not isinstance(text, str):
         text = "" if text is None else str(text)
-    text = _strip_spans(text)
+    text = _plain_lines(_strip_spans(text))
     previous = None
     while previous != text:  # nested tricks like <|<|im_start|>im_start|>
         previous = text
@@ -52,7 +78,7 @@ def neutralise(text: object) -> str:
         text = _SYS.sub("(SYS)", text)
         text = _ROLE_TAG.sub(lambda m: f"({m.group(1)})", text)
     text = _ROLE_LINE.sub(lambda m: f"{m.group(1)}({m.group(2)}){m.group(3)}", text)
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
 
 
 def quote(text: object) -> str:

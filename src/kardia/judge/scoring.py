@@ -1,4 +1,8 @@
-"""Scoring a JSONL file of items, streamed and resumable (append + fsync per item, done ids skipped)."""
+"""Scoring a JSONL file of items, streamed and resumable (append + fsync per item, done ids skipped).
+
+An item whose judge *call* failed (error_kind "call": timeout, server down) is not written, so the next
+run retries it; an unparseable answer is written as a counted failure.
+"""
 
 from __future__ import annotations
 
@@ -26,12 +30,13 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-async def _score(cfg, judge: Judge, progress=None) -> int:
+async def _score(cfg, judge: Judge, progress=None) -> tuple[int, list[str]]:
     out = Path(cfg.output)
     done = done_keys(out, "id")
     total = _count_lines(Path(cfg.input))
     task = progress.add_task("judging", total=total, completed=len(done)) if progress else None
     new = 0
+    to_retry: list[str] = []
     batch: list[tuple[Any, JudgeItem]] = []
     seen: set = set()
     with JsonlAppender(out) as w:
@@ -40,6 +45,9 @@ async def _score(cfg, judge: Judge, progress=None) -> int:
             nonlocal new
             results = await judge.ascore_many([it for _, it in batch])
             for (key, _), res in zip(batch, results):
+                if res.error_kind == "call":
+                    to_retry.append(f"{key}: {res.error}")
+                    continue
                 w.write(result_record(key, res))
                 new += 1
             if progress:
@@ -58,7 +66,7 @@ async def _score(cfg, judge: Judge, progress=None) -> int:
                 await flush()
         if batch:
             await flush()
-    return new
+    return new, to_retry
 
 
 def summarise(path: Path) -> dict:
@@ -83,15 +91,18 @@ def summarise(path: Path) -> dict:
 
 
 def score_file(cfg, show_progress: bool = True) -> dict:
-    judge = Judge(cfg.model, rubric=cfg.rubric, mode=cfg.mode, scorer=cfg.scorer, parse_retries=cfg.parse_retries)
+    options = cfg.llm_options.for_model(cfg.model) if getattr(cfg, "llm_options", None) is not None else {}
+    judge = Judge(cfg.model, rubric=cfg.rubric, mode=cfg.mode, scorer=cfg.scorer, parse_retries=cfg.parse_retries,
+                  llm_options=options)
     if show_progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as progress:
-            new = asyncio.run(_score(cfg, judge, progress))
+            new, to_retry = asyncio.run(_score(cfg, judge, progress))
     else:
-        new = asyncio.run(_score(cfg, judge))
+        new, to_retry = asyncio.run(_score(cfg, judge))
     summary = summarise(Path(cfg.output))
     summary["new"] = new
+    summary["call_failures_to_retry"] = to_retry
     Path(str(cfg.output) + ".summary.json").write_text(json.dumps(summary, indent=2))
     return summary

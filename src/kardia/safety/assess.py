@@ -102,10 +102,11 @@ async def aassess(
     patterns: str | None = None,
     semantic: bool = False,
 ) -> RiskAssessment:
-    result = assess_patterns(message, history, patterns)
-    if semantic:
-        import asyncio
+    import asyncio
 
+    # in a worker thread: the patterns take ~4 s per MiB of text, which would stall a server's event loop
+    result = await asyncio.to_thread(assess_patterns, message, history, patterns)
+    if semantic:
         result = await asyncio.to_thread(_with_semantic, result, message)
     if not model:
         return result
