@@ -27,13 +27,18 @@ def demo_dir(tmp_path_factory, embedded_path):
 
 def test_every_stage_leaves_its_artefacts(demo_dir):
     out, result = demo_dir
-    for stage in ("build", "sft", "grpo", "eval_base", "eval_tuned", "compare"):
+    for stage in ("build", "sft", "grpo", "eval_base", "eval_base_spans", "eval_sft", "eval_grpo", "results", "compare"):
         assert (out / "stages" / f"{stage}.json").exists(), stage
     # data: records valid, profile-disjoint split, card and histogram
     train = [r for _, r in iter_jsonl(out / "data" / "train.jsonl", DialogueRecord)]
-    test = [r for _, r in iter_jsonl(out / "data" / "test.jsonl", DialogueRecord)]
-    assert train and test
-    assert not {r.anon_username for r in train} & {r.anon_username for r in test}
+    assert train
+    # every kept turn's emotion span is the dialogue's gold label; the evaluated situations were never trained on
+    from kardia.spans import parse
+
+    for r in train:
+        assert all(parse(m.content).emotion == r.emotion for m in r.messages if m.role == "assistant")
+    evaluated = {json.loads(x)["situation"] for x in open(out / "eval" / "grpo" / "results.jsonl")}
+    assert evaluated and not evaluated & {r.situation for r in train}
     assert (out / "data" / "README.md").read_text().strip()
     assert (out / "data" / "emotion_histogram.png").stat().st_size > 1000
     # training: saved models carry the span tokens; curves and metrics exist
@@ -47,12 +52,15 @@ def test_every_stage_leaves_its_artefacts(demo_dir):
     for part in ("kardia_reward/format", "kardia_reward/emotion", "kardia_reward/rubric"):
         assert part in text, part
     # eval of base and tuned, and the comparison report
-    for name in ("base", "tuned"):
+    for name in ("base", "grpo"):
         metrics = json.loads((out / "eval" / name / "metrics.json").read_text())
         n_items = sum(1 for _ in open(out / "eval" / name / "results.jsonl"))
         assert n_items >= 1
         assert metrics["criteria"]["emotion_accuracy"]["n"] == n_items
         assert (out / "eval" / name / "report.md").exists() and (out / "eval" / name / "report.html").exists()
+        assert metrics["labels"]["chance"]["uniform"] == 1 / 32 and metrics["labels"]["predicted"]
+    assert "## Targets" in (out / "results.md").read_text()
+    assert (out / "sft" / "model" / "kardia_prompt.json").exists()  # the training profile travels with the model
     for f in ("compare.md", "compare.html", "radar_overlay.png"):
         assert (out / "compare" / f).stat().st_size > 200, f
     assert result["summary"].startswith("base -> tuned:")
@@ -68,7 +76,7 @@ def test_rerun_resumes_every_finished_stage(demo_dir):
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert proc.stdout.count("done earlier, skipped") == 6
+    assert proc.stdout.count("done earlier, skipped") == 9
     assert "base -> tuned:" in proc.stdout
     after = {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()}
     assert before == after

@@ -249,7 +249,7 @@ def run_chat(
     model: str = "embedded",
     profile: Optional[Path] = None,
     situation: Optional[str] = None,
-    system_template: str = "system",
+    system_template: str | None = None,
     show_reasoning: bool = False,
     transcript: Optional[Path] = None,
     max_tokens: int = 320,
@@ -270,14 +270,16 @@ def run_chat(
     from rich.markup import escape
 
     from .llm import SamplingParams, load_llm, parse_model_string
-    from .prompts import system_prompt
+    from .prompts import PromptProfile
     from .records import JsonlAppender
 
     console = console or Console()
     try:
         spec = parse_model_string(model)
         person, profile_situation = read_profile(profile) if profile else ("", None)
-        system = system_prompt(person, situation if situation is not None else (profile_situation or ""), template=system_template)
+        # a Kardia-trained model gets exactly the prompt it was trained with, unless a template is named
+        prompt = PromptProfile.named(system_template) if system_template else PromptProfile.for_model(model)
+        system = prompt.render(person, situation if situation is not None else (profile_situation or ""))
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
@@ -331,7 +333,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("embedded", "--model", "-m", help="Model string: embedded, a folder, or openai:MODEL@URL."),
         profile: Optional[Path] = typer.Option(None, "--profile", help="Profile file: text, or JSON with a 'person' (and optional 'situation') field."),
         situation: Optional[str] = typer.Option(None, "--situation", help="The situation the person is in (overrides the profile's)."),
-        system_template: str = typer.Option("system", "--system-template", help="System prompt template: a shipped name or a .txt path with {profile} and {situation}."),
+        system_template: Optional[str] = typer.Option(None, "--system-template", help="System prompt template: a shipped name or a .txt path with {profile} and {situation} (default: the prompt the model was trained with, else `system`)."),
         show_reasoning: bool = typer.Option(False, "--show-reasoning", help="Also print the understanding, reasoning and emotion spans (dimmed)."),
         transcript: Optional[Path] = typer.Option(None, "--transcript", help="Append each turn to this JSONL file as it happens."),
         max_tokens: int = typer.Option(320, "--max-tokens", min=1, help="Most tokens per answer."),

@@ -20,25 +20,31 @@ from pydantic import Field
 
 from .config import KardiaConfig
 
-Size = Literal["tiny", "cpu", "gpu"]
+Size = Literal["tiny", "demo", "cpu", "gpu"]
 TRAIN_CSV = "ed_situations_train.csv"
 VALID_CSV = "ed_situations_valid.csv"
 
 # What each size does. `cpu` fits 90 minutes on 2 cores (see docs/results/central-result); `tiny` is for
 # tests; `gpu` is the paper's shape (bring real models: --model, --roles, --judge).
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(situations=6, max_exchanges=1, max_revisions=0, span_tokens=16, response_tokens=20,
+    "tiny": dict(situations=6, seed_limit="situations", distribution="natural", max_exchanges=1, max_revisions=0, span_tokens=16, response_tokens=20,
                  sft_epochs=1.0, sft_batch=2, sft_lr=1e-4, train_top_layers=4, emotion_loss_weight=5.0,
                  grpo_steps=1, num_generations=2, grpo_batch=2, completion_tokens=48,
-                 eval_n=4, eval_tokens=48, base_spans_n=2, concurrency=8),
-    "cpu": dict(situations=1100, max_exchanges=1, max_revisions=1, span_tokens=24, response_tokens=32,
+                 eval_n=4, eval_limit=4, eval_tokens=48, base_spans_n=2, concurrency=8, skip_stages=()),
+    # `kardia demo`: the shipped sample situations (6 a label for training, 2 a label held out), 15 minutes
+    # with set-up on 2 cores; the tuned model evaluated is the GRPO one.
+    "demo": dict(situations=64, seed_limit=None, distribution="balanced", max_exchanges=1, max_revisions=1, span_tokens=24, response_tokens=32,
+                 sft_epochs=2.0, sft_batch=8, sft_lr=2e-4, train_top_layers=12, emotion_loss_weight=5.0,
+                 grpo_steps=1, num_generations=4, grpo_batch=8, completion_tokens=112,
+                 eval_n=64, eval_limit=None, eval_tokens=112, base_spans_n=8, concurrency=48, skip_stages=("eval_sft",)),
+    "cpu": dict(situations=600, seed_limit="situations", distribution="natural", max_exchanges=1, max_revisions=1, span_tokens=24, response_tokens=32,
                 sft_epochs=1.0, sft_batch=8, sft_lr=1e-4, train_top_layers=12, emotion_loss_weight=5.0,
                 grpo_steps=6, num_generations=4, grpo_batch=8, completion_tokens=112,
-                eval_n=200, eval_tokens=112, base_spans_n=40, concurrency=64),
-    "gpu": dict(situations=20000, max_exchanges=10, max_revisions=5, span_tokens=96, response_tokens=64,
+                eval_n=200, eval_limit=None, eval_tokens=112, base_spans_n=40, concurrency=48, skip_stages=()),
+    "gpu": dict(situations=20000, seed_limit="situations", distribution="natural", max_exchanges=10, max_revisions=5, span_tokens=96, response_tokens=64,
                 sft_epochs=2.0, sft_batch=16, sft_lr=1e-4, train_top_layers=None, emotion_loss_weight=1.0,
                 grpo_steps=500, num_generations=8, grpo_batch=32, completion_tokens=256,
-                eval_n=2000, eval_tokens=384, base_spans_n=200, concurrency=64),
+                eval_n=2000, eval_limit=None, eval_tokens=384, base_spans_n=200, concurrency=64, skip_stages=()),
 }
 STAGES = ("build", "sft", "grpo", "eval_base", "eval_base_spans", "eval_sft", "eval_grpo", "results")
 
@@ -47,6 +53,7 @@ class ReproduceConfig(KardiaConfig):
     out: str = "kardia-reproduce"
     size: Size = "cpu"
     ed: str = ""  # folder holding ed_situations_train.csv (and ed_situations_valid.csv for the default eval)
+    train_seeds: str | None = None  # other training situations (ED situation .csv or seed .jsonl); None: the ED train CSV
     eval_data: str | None = None  # an ED situation CSV (text, aug_text, label); None: eval_n shuffled valid rows
     profiles: str = "kardia:samples/profiles.jsonl"
     profiles_kind: Literal["person", "personachat", "esconv"] = "person"
@@ -76,18 +83,21 @@ def check_inputs(cfg: ReproduceConfig, out: Path) -> dict[str, Any]:
     from .data.seeds import ed_seeds
     from .eval.loaders import load_items
 
-    if not cfg.ed:
-        raise ReproduceError("no ED folder: pass --ed DIR (the folder with ed_situations_train.csv)")
+    from .data.seeds import load_seeds
+
+    needs_ed = cfg.train_seeds is None or cfg.eval_data is None
     ed = Path(cfg.ed)
-    if not ed.is_dir():
+    if needs_ed and not cfg.ed:
+        raise ReproduceError("no ED folder: pass --ed DIR (the folder with ed_situations_train.csv)")
+    if needs_ed and not ed.is_dir():
         raise ReproduceError(f"{ed}: ED folder not found")
-    train = ed / TRAIN_CSV
-    if not train.is_file():
-        raise ReproduceError(f"{train}: file not found (the ED training situations)")
-    n_train = sum(1 for _ in ed_seeds(train))
+    kind, train = seed_source(cfg)
+    if not Path(train).is_file():
+        raise ReproduceError(f"{train}: file not found (the training situations)")
+    n_train = sum(1 for _ in (ed_seeds(train) if kind == "ed" else load_seeds(kind, train)))
     n_profiles = sum(1 for _ in load_profiles(cfg.profiles_kind, input_path(cfg.profiles)))
-    eval_csv = Path(cfg.eval_data) if cfg.eval_data else sample_eval_csv(ed / VALID_CSV, out / "eval_data.csv",
-                                                                         cfg.sized("eval_n"), cfg.seed)
+    eval_csv = Path(input_path(cfg.eval_data)) if cfg.eval_data else sample_eval_csv(
+        ed / VALID_CSV, out / "eval_data.csv", cfg.sized("eval_n"), cfg.seed)
     n_eval = sum(1 for _ in load_items(str(eval_csv)))
     if n_eval == 0:
         raise ReproduceError(f"{eval_csv}: no evaluation items")
@@ -124,6 +134,16 @@ def sample_eval_csv(valid: Path, target: Path, n: int, seed: int) -> Path:
     return target
 
 
+def seed_source(cfg: ReproduceConfig) -> tuple[str, str]:
+    """(seed kind, path) of the training situations."""
+    from .data.engine import input_path
+
+    if cfg.train_seeds is None:
+        return "ed", str(Path(cfg.ed) / TRAIN_CSV)
+    path = input_path(cfg.train_seeds)
+    return ("ed" if path.lower().endswith(".csv") else "jsonl"), path
+
+
 # -- stages ----------------------------------------------------------------------------------------
 def build_config(cfg: ReproduceConfig):
     from .data.config import BuildConfig
@@ -131,9 +151,10 @@ def build_config(cfg: ReproduceConfig):
     base = cfg.model
     return BuildConfig.model_validate({
         "profiles": [{"kind": cfg.profiles_kind, "path": cfg.profiles}],
-        "seeds": [{"kind": "ed", "path": str(Path(cfg.ed) / TRAIN_CSV), "limit": cfg.sized("situations")}],
-        # one dialogue per situation: as many dialogues as situations, spread over the profiles
-        "dialogues_per_profile": 1, "max_profiles": None, "distribution": "natural", "assign_mbti": True,
+        # seed_limit "situations": the first N situations of the (shuffled) file, one dialogue each; None: draw
+        # the dialogues from every situation of the file (`distribution` decides how)
+        "seeds": [{"kind": seed_source(cfg)[0], "path": seed_source(cfg)[1], "limit": seed_limit(cfg)}],
+        "dialogues_per_profile": 1, "max_profiles": None, "distribution": cfg.sized("distribution"), "assign_mbti": True,
         "seed": cfg.seed,
         "models": {"user": cfg.user or base, "responder": cfg.responder or base, "critic": cfg.critic or base},
         "responder_mode": "guided", "emotion_source": "target", "first_user_turn": "situation", "user_drift": "end",
@@ -150,19 +171,26 @@ def build_config(cfg: ReproduceConfig):
     })
 
 
-def _plan_profiles(cfg: ReproduceConfig, n_profiles: int) -> int:
-    """Dialogues per profile so every selected situation is used once."""
+def seed_limit(cfg: ReproduceConfig) -> int | None:
+    lim = cfg.sized("seed_limit")
+    return cfg.sized("situations") if lim == "situations" else lim
+
+
+def plan_shape(situations: int, n_profiles: int) -> tuple[int, int]:
+    """(dialogues per profile, profiles) giving one dialogue per situation: as few per profile as the
+    profiles allow, and exactly `situations` dialogues when it divides (never fewer)."""
     import math
 
-    return max(1, math.ceil(cfg.sized("situations") / max(1, n_profiles)))
+    per = max(1, math.ceil(situations / max(1, n_profiles)))
+    return per, math.ceil(situations / per)
 
 
 def stage_build(cfg: ReproduceConfig, out: Path, inputs: dict) -> dict:
     from .data.engine import run_build
 
     bcfg = build_config(cfg)
-    bcfg = bcfg.model_copy(update={"dialogues_per_profile": _plan_profiles(cfg, inputs["profiles"]),
-                                   "max_profiles": min(inputs["profiles"], cfg.sized("situations"))})
+    per, n_profiles = plan_shape(cfg.sized("situations"), inputs["profiles"])
+    bcfg = bcfg.model_copy(update={"dialogues_per_profile": per, "max_profiles": n_profiles})
     result = run_build(bcfg, out / "data", progress=True)
     counts = split_counts(out / "data")
     if counts["train"] == 0:
@@ -250,7 +278,7 @@ def stage_eval(cfg: ReproduceConfig, out: Path, data: str, model: str, name: str
         model=model, data=data, out=str(out / "eval" / name), mode=mode,
         judge=cfg.judge if judge else "none", judge_scorer="probs" if cfg.judge == "embedded" else "auto",
         emotion_reader="probs_calibrated" if mode == "plain" else "text",
-        limit=limit, max_tokens=cfg.sized("eval_tokens"), plain_max_tokens=64,
+        limit=limit if limit is not None else cfg.sized("eval_limit"), max_tokens=cfg.sized("eval_tokens"), plain_max_tokens=64,
         concurrency=cfg.sized("concurrency"), n_boot=1000,
     )
     summary = run_eval(ecfg, progress=True)
@@ -259,16 +287,10 @@ def stage_eval(cfg: ReproduceConfig, out: Path, data: str, model: str, name: str
 
 
 # -- the recipe ------------------------------------------------------------------------------------
-def run_reproduce(cfg: ReproduceConfig) -> dict:
-    from rich.console import Console
-
+def recipe(cfg: ReproduceConfig, out: Path, console) -> list[tuple[str, Any]]:
+    """The stages, in order, as (name, fn(results so far)); inputs are checked first."""
     from .reproduce_report import write_results
-    from .stages import run_stages
 
-    console = Console()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "reproduce_config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     inputs = check_inputs(cfg, out)
     console.print(f"inputs: {inputs}")
     data = inputs["eval_data"]
@@ -284,7 +306,50 @@ def run_reproduce(cfg: ReproduceConfig) -> dict:
         ("eval_grpo", lambda r: stage_eval(cfg, out, data, tuned("grpo"), "grpo", "spans")),
         ("results", lambda r: write_results(out, cfg.model_dump(mode="json"), r)),
     ]
-    results, timings = run_stages(out, steps, console)
+    skip = set(cfg.sized("skip_stages"))
+    return [s for s in steps if s[0] not in skip]
+
+
+def quiet_libraries(out: Path) -> None:
+    """Library warnings go to OUT/warnings.log, not between the progress bars."""
+    import logging
+    import warnings
+
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "warnings.log", encoding="utf-8")
+    for name in ("py.warnings", "transformers", "trl", "peft", "accelerate", "datasets"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = [handler]
+        lg.propagate = False
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_warning()
+        hf_logging.disable_default_handler()
+        hf_logging.add_handler(handler)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def run_reproduce(cfg: ReproduceConfig) -> dict:
+    from rich.console import Console
+
+    from .stages import run_stages
+
+    console = Console()
+    out = Path(cfg.out)
+    quiet_libraries(out)
+    (out / "reproduce_config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    results, timings = run_stages(out, recipe(cfg, out, console), console)
     (out / "timings.json").write_text(json.dumps(timings, indent=2), encoding="utf-8")
     console.print(f"[bold]results:[/bold] {out / 'results.md'}; total {sum(timings.values()):.0f} s")
     return {"timings_s": timings, "results": str(out / "results.md")}

@@ -196,6 +196,9 @@ class _Engine:
         options = {"max_batch": cfg.max_batch} if self.local else {"max_concurrency": cfg.max_batch}
         options.update(cfg.llm_options.for_model(cfg.model))
         self.llm = llm if llm is not None else load_llm(cfg.model, cache=False, **options)
+        from .prompts import PromptProfile
+
+        self.prompt = PromptProfile.for_model(cfg.model)  # the prompt a Kardia-trained model was trained with
         self.guard = Guard(
             locale_file=cfg.locale,
             log_text=cfg.log_crisis_text,
@@ -235,7 +238,6 @@ def create_app(cfg: ServeConfig, llm: Any = None):
     from fastapi.responses import JSONResponse, StreamingResponse
     from .emotions import normalize
     from .llm import LLMError, SamplingParams
-    from .prompts import system_prompt
     from .spans import parse, visible_response
 
     engine = _Engine(cfg, llm)
@@ -299,7 +301,7 @@ def create_app(cfg: ServeConfig, llm: Any = None):
         system = (
             "\n\n".join(m["content"] for m in client_system)
             if client_system
-            else system_prompt(str(extra.get("profile") or ""), str(extra.get("situation") or ""))
+            else engine.prompt.render(str(extra.get("profile") or ""), str(extra.get("situation") or ""))
         )
         conversation = [{"role": "system", "content": system}, *dialogue]
         max_tokens = req.max_completion_tokens or req.max_tokens or cfg.max_tokens

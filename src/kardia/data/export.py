@@ -38,6 +38,8 @@ class SplitStats:
     emotions: Counter = field(default_factory=Counter)
     difficulty: Counter = field(default_factory=Counter)
     verdicts: Counter = field(default_factory=Counter)
+    span_emotions: Counter = field(default_factory=Counter)  # what the assistant turns' emotion spans say
+    span_agrees: int = 0  # emotion spans equal to their dialogue's gold label
 
     def add(self, rec: dict) -> None:
         from ..spans import parse
@@ -53,6 +55,8 @@ class SplitStats:
             else:
                 self.qa_pairs += 1
                 p = parse(m["content"])
+                self.span_emotions[p.emotion or "(none)"] += 1
+                self.span_agrees += int(p.emotion == rec["emotion"])
                 for name in ("understanding", "reasoning", "response"):
                     self.words[name] += len((getattr(p, name) or "").split())
 
@@ -182,6 +186,8 @@ def finalize(out: Path, cfg: BuildConfig, progress: bool = False) -> dict:
         total.emotions.update(st.emotions)
         total.difficulty.update(st.difficulty)
         total.verdicts.update(st.verdicts)
+        total.span_emotions.update(st.span_emotions)
+        total.span_agrees += st.span_agrees
     summary = {
         "generated": len(index),
         "duplicate_ids_in_generated": dup_ids,
@@ -193,6 +199,8 @@ def finalize(out: Path, cfg: BuildConfig, progress: bool = False) -> dict:
         "dedup": f"{cfg.dedup.method}" + (f" (threshold {dedup.threshold})" if dedup else ""),
         "table": {"train": stats["train"].row(), "test": stats["test"].row(), "all": total.row()},
         "emotions": {s: dict(stats[s].emotions) for s in SPLITS},
+        "span_emotions": dict(total.span_emotions),
+        "span_agrees_with_gold": {"turns": total.qa_pairs, "agree": total.span_agrees},
         "verdicts": dict(total.verdicts),
         "models": cfg.models.model_dump(),
     }
@@ -308,11 +316,22 @@ def stats_table(table: dict) -> str:
 def write_card(out: Path, cfg: BuildConfig, summary: dict) -> None:
     from ..prompts import fill
 
+    from ..emotions import LABELS
+
     dropped = summary["dropped"]
+    gold = Counter()
+    for split in summary["emotions"].values():
+        gold.update(split)
+    spans = summary.get("span_emotions", {})
+    label_lines = "\n".join(f"| {lab} | {gold.get(lab, 0)} | {spans.get(lab, 0)} |" for lab in LABELS
+                             if gold.get(lab) or spans.get(lab))
+    agree = summary.get("span_agrees_with_gold", {})
     drop_lines = "\n".join(f"| {k} | {v} |" for k, v in sorted(dropped.items())) or "| (none) | 0 |"
     text = fill(
         "build/card",
         stats_table=stats_table(summary["table"]),
+        label_table=label_lines or "| (none) | 0 | 0 |",
+        span_agree=f"{agree.get('agree', 0)} of {agree.get('turns', 0)}",
         generated=summary["generated"],
         kept=summary["kept"],
         drop_table=drop_lines,

@@ -92,6 +92,9 @@ class LocalLLM(LLM):
             if self._model is None:
                 import torch
                 from transformers import AutoModelForCausalLM, AutoTokenizer
+                # imported here, under the load lock: transformers' lazy module can fail an import made
+                # for the first time from the worker thread while another thread imports from it
+                from transformers import LogitsProcessorList  # noqa: F401
 
                 tok = AutoTokenizer.from_pretrained(self.path)
                 tok.padding_side = "left"
