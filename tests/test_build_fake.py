@@ -30,6 +30,7 @@ def _cfg_dict(model: str, **extra) -> dict:
         "profiles": [{"kind": "person", "path": "kardia:samples/profiles.jsonl"}],
         "seeds": [{"kind": "jsonl", "path": "kardia:samples/situations.jsonl"}],
         "dialogues_per_profile": 2,
+        "max_profiles": 8,  # 16 dialogues: the counts below
         "models": {"user": model, "responder": model, "critic": model},
         "max_exchanges": 3,
         "max_revisions": 2,

@@ -38,7 +38,7 @@ def test_extract_mbti():
 
 def test_sample_profiles_and_assignment():
     profs = list(read_person_file(resource_path("samples", "profiles.jsonl")))
-    assert len(profs) == 8
+    assert len(profs) == 24
     assert all(p.person and p.username for p in profs)
     no_type = [p for p in profs if not p.mbti]
     assert len(no_type) == 1 and not no_type[0].mbti_assigned
@@ -108,7 +108,7 @@ def test_esconv_and_jsonl_seeds(tmp_path, shared_data):
     with pytest.raises(RecordError) as e:
         list(jsonl_seeds(j))
     assert (e.value.line, e.value.field) == (2, "emotion")
-    assert len(list(jsonl_seeds(resource_path("samples", "situations.jsonl")))) == 24
+    assert len(list(jsonl_seeds(resource_path("samples", "situations.jsonl")))) == 192
 
 
 def test_seed_jsonl_bad_lines_are_skipped_and_counted_once(tmp_path):

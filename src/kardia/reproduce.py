@@ -27,21 +27,25 @@ VALID_CSV = "ed_situations_valid.csv"
 # What each size does. `cpu` fits 90 minutes on 2 cores (see docs/results/central-result); `tiny` is for
 # tests; `gpu` is the paper's shape (bring real models: --model, --roles, --judge).
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(situations=6, seed_limit="situations", distribution="natural", max_exchanges=1, max_revisions=0, span_tokens=16, response_tokens=20,
+    "tiny": dict(situations=6, seed_limit="situations", distribution="natural", max_exchanges=1, max_revisions=0,
+                 span_tokens=16, response_tokens=20,
                  sft_epochs=1.0, sft_batch=2, sft_lr=1e-4, train_top_layers=4, emotion_loss_weight=5.0,
                  grpo_steps=1, num_generations=2, grpo_batch=2, completion_tokens=48,
                  eval_n=4, eval_limit=4, eval_tokens=48, base_spans_n=2, concurrency=8, skip_stages=()),
     # `kardia demo`: the shipped sample situations (6 a label for training, 2 a label held out), 15 minutes
     # with set-up on 2 cores; the tuned model evaluated is the GRPO one.
-    "demo": dict(situations=64, seed_limit=None, distribution="balanced", max_exchanges=1, max_revisions=1, span_tokens=24, response_tokens=32,
-                 sft_epochs=2.0, sft_batch=8, sft_lr=2e-4, train_top_layers=12, emotion_loss_weight=5.0,
+    "demo": dict(situations=64, seed_limit=None, distribution="balanced", max_exchanges=1, max_revisions=1,
+                 span_tokens=24, response_tokens=32,
+                 sft_epochs=2.0, sft_batch=4, sft_lr=2e-4, train_top_layers=12, emotion_loss_weight=5.0,
                  grpo_steps=1, num_generations=4, grpo_batch=8, completion_tokens=112,
-                 eval_n=64, eval_limit=None, eval_tokens=112, base_spans_n=8, concurrency=48, skip_stages=("eval_sft",)),
-    "cpu": dict(situations=600, seed_limit="situations", distribution="natural", max_exchanges=1, max_revisions=1, span_tokens=24, response_tokens=32,
+                 eval_n=64, eval_limit=None, eval_tokens=112, base_spans_n=8, concurrency=64, skip_stages=("eval_sft",)),
+    "cpu": dict(situations=600, seed_limit="situations", distribution="natural", max_exchanges=1, max_revisions=1,
+                span_tokens=24, response_tokens=32,
                 sft_epochs=1.0, sft_batch=8, sft_lr=1e-4, train_top_layers=12, emotion_loss_weight=5.0,
                 grpo_steps=6, num_generations=4, grpo_batch=8, completion_tokens=112,
                 eval_n=200, eval_limit=None, eval_tokens=112, base_spans_n=40, concurrency=48, skip_stages=()),
-    "gpu": dict(situations=20000, seed_limit="situations", distribution="natural", max_exchanges=10, max_revisions=5, span_tokens=96, response_tokens=64,
+    "gpu": dict(situations=20000, seed_limit="situations", distribution="natural", max_exchanges=10, max_revisions=5,
+                span_tokens=96, response_tokens=64,
                 sft_epochs=2.0, sft_batch=16, sft_lr=1e-4, train_top_layers=None, emotion_loss_weight=1.0,
                 grpo_steps=500, num_generations=8, grpo_batch=32, completion_tokens=256,
                 eval_n=2000, eval_limit=None, eval_tokens=384, base_spans_n=200, concurrency=64, skip_stages=()),

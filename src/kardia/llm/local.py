@@ -168,14 +168,16 @@ class LocalLLM(LLM):
         Returned probabilities are renormalised over the candidates. Each candidate counts by its
         first token; candidates sharing a first token are an error (they cannot be told apart).
         """
+        return await self._score("probs", batch, candidates, assistant_prefix)
+
+    async def _score(self, kind: str, batch: Sequence[Conversation], candidates: Sequence[str], prefix: str) -> list:
+        """Queue one scoring request per conversation; requests with the same candidates share a pass."""
         if not candidates:
-            raise ValueError("anext_token_probs needs at least one candidate")
+            raise ValueError(f"{kind} scoring needs at least one candidate")
         futs = []
         for m in batch:
             fut: concurrent.futures.Future = concurrent.futures.Future()
-            self._enqueue(
-                _Request("probs", list(m), None, fut, {"prefix": assistant_prefix, "candidates": list(candidates)})
-            )
+            self._enqueue(_Request(kind, list(m), None, fut, {"prefix": prefix, "candidates": list(candidates)}))
             futs.append(fut)
         return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futs)))
 
@@ -188,16 +190,7 @@ class LocalLLM(LLM):
         by the product of all its token probabilities, so labels of different lengths compare fairly.
         The prompt runs once; its KV cache is shared by the candidates.
         """
-        if not candidates:
-            raise ValueError("asequence_logprobs needs at least one candidate")
-        futs = []
-        for m in batch:
-            fut: concurrent.futures.Future = concurrent.futures.Future()
-            self._enqueue(
-                _Request("seqlogp", list(m), None, fut, {"prefix": assistant_prefix, "candidates": list(candidates)})
-            )
-            futs.append(fut)
-        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futs)))
+        return await self._score("seqlogp", batch, candidates, assistant_prefix)
 
     # -- worker --------------------------------------------------------------------------------
     def _worker(self) -> None:

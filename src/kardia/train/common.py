@@ -150,5 +150,20 @@ def save_final(trainer: Any, tokenizer: Any, cfg: _RunBase) -> Path:
     return out
 
 
+def prompt_profile_callback(cfg: _RunBase) -> Any:
+    """Writes the training profile into every checkpoint too, so any checkpoint evaluates like the final model."""
+    from transformers import TrainerCallback
+
+    profile = cfg.prompt_profile()
+
+    class SavePromptProfile(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                profile.save(ckpt)
+
+    return SavePromptProfile()
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     Path(path).write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")

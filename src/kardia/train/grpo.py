@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import datasets as kd
-from .common import TrainError, checkpoint_step, common_trainer_args, final_metrics, plot_curves, resolve_resume, save_final, write_json
+from .common import (TrainError, checkpoint_step, common_trainer_args, final_metrics, plot_curves, prompt_profile_callback,
+                     resolve_resume, save_final, write_json)
 from .config import GRPORunConfig
 
 COMPLETIONS_DIR = "completions"
@@ -253,7 +254,8 @@ def run_grpo(cfg: GRPORunConfig, resume: bool | str | None = None, log: Callable
         )
     trainer_cls = _trainer_class()
     trainer = trainer_cls(
-        model=model_path, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config
+        model=model_path, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config,
+        callbacks=[prompt_profile_callback(cfg)],
     )
     log(
         f"GRPO: {info['prompts']} prompts, {info['total_steps']} steps x {info['completions_per_step']} completions "

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import datasets as kd
-from .common import TrainError, common_trainer_args, final_metrics, plot_curves, resolve_resume, save_final, write_json
+from .common import (TrainError, common_trainer_args, final_metrics, plot_curves, prompt_profile_callback, resolve_resume,
+                     save_final, write_json)
 from .config import SFTRunConfig
 
 
@@ -130,7 +131,8 @@ def run_sft(
     if frozen:
         log(f"training the top {cfg.train_top_layers} decoder layers only ({frozen} parameter tensors frozen)")
     trainer_cls = SFTTrainer if cfg.emotion_loss_weight == 1.0 else _emotion_weighted(SFTTrainer)
-    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config)
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft_config,
+                          callbacks=[prompt_profile_callback(cfg)])
     if cfg.emotion_loss_weight != 1.0:
         trainer.emotion_weight = cfg.emotion_loss_weight
         trainer.emotion_ids = tuple(tok.convert_tokens_to_ids(["<|emotion_begin|>", "<|emotion_end|>"]))
