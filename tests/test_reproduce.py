@@ -96,6 +96,7 @@ def test_filters_for_gold_label_whole_sentences_and_copies():
     assert check_complete_sentences(rec("They miss their dog and", "It hurts.", "sad", "Sorry.")) != []
     assert check_copied_understanding(rec("My dog died last week and I miss him.", "It hurts.", "sad", "Sorry.")) != []
     assert check_copied_understanding(rec("They miss their dog a lot today.", "They miss their dog a lot today.", "sad", "Sorry.")) != []
+    assert check_copied_understanding(rec("They miss him.", "It hurts.", "sad", "My dog died last week and I miss him.")) != []
 
 
 def test_build_writes_the_gold_label_into_every_emotion_span(fake_server, tmp_path):

@@ -185,6 +185,8 @@ def check_copied_understanding(rec: dict) -> list[str]:
                 reasons.append(f"copied: assistant turn {i} reasoning repeats the understanding")
             if copies_turn(resp, und + " " + rea):
                 reasons.append(f"copied: assistant turn {i} response repeats the understanding or reasoning")
+            if copies_turn(resp, msgs[i - 1]["content"]):
+                reasons.append(f"copied: assistant turn {i} response repeats the user's turn")
     return reasons
 
 

@@ -167,7 +167,9 @@ class DialogueLoop:
         for retry in range(2):
             # local backends: no stop strings (transformers rebuilds its stop-string tables on every
             # generate call, slower than a few extra tokens); the first line is kept below either way
-            params = self._params(max_tokens, stop if self._remote(llm) else [], *seed_parts, retry)
+            # a span with no complete sentence in its budget is retried with twice the budget
+            budget = max_tokens * (2 if retry and whole_sentences else 1)
+            params = self._params(budget, stop if self._remote(llm) else [], *seed_parts, retry)
             if retry and params.seed is None:  # greedy: a retry would repeat itself, so sample once
                 params = params.model_copy(update={"temperature": 0.7, "seed": _stable_seed(self.cfg.seed, *seed_parts)})
             raw = await self._call(role, llm, [{"role": "user", "content": prompt}], params)
