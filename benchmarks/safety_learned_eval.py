@@ -4,8 +4,9 @@ seeker turns, the learned layer's threshold curve, and per-message latency.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src python benchmarks/safety_learned_eval.py [--threads 2] [--out report.md]
 
-Blind set: tests/data/crisis_blind3.jsonl + noncrisis_blind3.jsonl (texting, slang, indirect, es/fr/de/pt;
-never used for training or for the threshold). ED and ESConv text is read from ../shared/data and never
+Blind set: tests/data/crisis_blind4.jsonl + noncrisis_blind4.jsonl (forum posts, rambling, older and teen
+voices, es/fr/de/pt; never used for training or for the threshold). v3 (--blind 3) was blind for round 1
+only (docs/results/safety_learned_round1.md) and is training data since. ED and ESConv text is read from ../shared/data and never
 written to the report beyond line numbers. Layers compared: "patterns" = patterns + context (the guard
 before the learned layer); "guard" = the default Guard layers (patterns + context + learned).
 The curve recomputes "guard" at other thresholds from the same scores (flag = patterns or gate and
@@ -69,6 +70,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads for the latency figure")
     ap.add_argument("--esconv", type=int, default=1500, help="ESConv seeker turns to score (the first N)")
     ap.add_argument("--latency-n", type=int, default=200)
+    ap.add_argument("--blind", default="4", help="blind set version: 4 (blind now) or 3 (blind for round 1 only, trained on since)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -79,9 +81,9 @@ def main() -> int:
     from kardia.safety.learned import load_learned
 
     lc = load_learned()
-    crisis, hard = load("crisis_blind3.jsonl"), load("noncrisis_blind3.jsonl")
+    crisis, hard = load(f"crisis_blind{args.blind}.jsonl"), load(f"noncrisis_blind{args.blind}.jsonl")
     older_hard = load("noncrisis_set.jsonl") + load("noncrisis_holdout.jsonl") + load("noncrisis_holdout2.jsonl")
-    sets = {"blind3 crisis": crisis, "blind3 hard non-crisis": hard, "ED valid situations": ed_rows(), "ESConv seeker turns": esconv_rows(args.esconv), "older hard non-crisis (trained on)": older_hard}
+    sets = {"blind crisis": crisis, "blind hard non-crisis": hard, "ED valid situations": ed_rows(), "ESConv seeker turns": esconv_rows(args.esconv), "older hard non-crisis (trained on)": older_hard}
     scored: dict[str, list[tuple[bool, float, bool]]] = {}
     for name, rows in sets.items():
         texts = [r["text"] for r in rows]
@@ -103,7 +105,7 @@ def main() -> int:
     for i, r in enumerate(crisis):
         for key in ("all", f"category={r['category']}", f"family={r['sub']}", f"lang={r['lang']}"):
             groups[key].append(i)
-    sc = scored["blind3 crisis"]
+    sc = scored["blind crisis"]
     for key in sorted(groups, key=lambda k: (k != "all", k.split("=")[0] != "category", k)):
         idx = groups[key]
         out(f"| {key} | {len(idx)} | {rate(sum(sc[i][0] for i in idx), len(idx))} | {rate(sum(flag(sc[i]) for i in idx), len(idx))} |")
@@ -113,13 +115,13 @@ def main() -> int:
         v = scored[name]
         out(f"| {name} | {len(v)} | {rate(sum(x[0] for x in v), len(v))} | {rate(sum(flag(x) for x in v), len(v))} |")
     hk = defaultdict(list)
-    for r, x in zip(hard, scored["blind3 hard non-crisis"]):
+    for r, x in zip(hard, scored["blind hard non-crisis"]):
         hk[r["kind"]].append(flag(x))
-    out("\nblind3 hard non-crisis by kind (guard flags): " + ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(hk.items())))
+    out("\nblind hard non-crisis by kind (guard flags): " + ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(hk.items())))
     out("\n## Threshold curve (guard = patterns or gate and risk >= t)\n")
     out("| t | blind recall | blind hard FPR | ED FPR | ESConv FPR |\n|---:|---:|---:|---:|---:|")
     for t in (0.5, 0.7, 0.8, 0.9, thr, 0.95, 0.97, 0.99):
-        cells = [sum(flag(x, t) for x in scored[n]) / len(scored[n]) for n in ("blind3 crisis", "blind3 hard non-crisis", "ED valid situations", "ESConv seeker turns")]
+        cells = [sum(flag(x, t) for x in scored[n]) / len(scored[n]) for n in ("blind crisis", "blind hard non-crisis", "ED valid situations", "ESConv seeker turns")]
         out(f"| {t:.4f}{' (shipped)' if t == thr else ''} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
     out("\n## Latency per message (Guard.check, one message at a time)\n")
     guards = {"patterns + context": Guard(learned=False, semantic=False), "patterns + context + learned (default)": Guard(semantic=False)}
@@ -137,7 +139,7 @@ def main() -> int:
     missed = [r for r, x in zip(crisis, sc) if not flag(x)]
     out(f"\n## Missed blind crises ({len(missed)})\n")
     out("\n".join(f"- {r['id']} {r['category']}/{r['sub']}/{r['lang']}: {r['text']}" for r in missed) or "- none")
-    fl = [r for r, x in zip(hard, scored["blind3 hard non-crisis"]) if flag(x)]
+    fl = [r for r, x in zip(hard, scored["blind hard non-crisis"]) if flag(x)]
     out(f"\n## Flagged blind hard non-crisis ({len(fl)})\n")
     out("\n".join(f"- {r['id']} {r['kind']}: {r['text']}" for r in fl) or "- none")
     out("\nED / ESConv flags by id (text stays in ../shared/data): " + ", ".join(r["id"] for n in ("ED valid situations", "ESConv seeker turns") for r, x in zip(sets[n], scored[n]) if flag(x)))

@@ -5,7 +5,7 @@
 Training data (all written for kardia; provenance in docs/safety_data.md): the corpus
 `resources/safety/crisis_corpus.jsonl`, the k-NN prototypes `resources/safety/prototypes.jsonl`, and the
 test sets that are no longer blind (tests/data/crisis_set, noncrisis_set, *_holdout, *_holdout2).
-NEVER the blind set (tests/data/*_blind3.jsonl) and never ED/ESConv text: those measure it.
+NEVER the blind set (tests/data/*_blind4.jsonl; v3 was blind for round 1 only) and never ED/ESConv text: those measure it.
 
 The threshold: the lowest one at which the layer (with its gate, on messages the patterns leave alone)
 flags at most CALIB_FPR of the ED *training* situations (../shared/data; read here, never stored: only
@@ -50,6 +50,8 @@ SOURCES = {
     "sets": [DATA / "crisis_set.jsonl", DATA / "noncrisis_set.jsonl", resource_path("safety", "prototypes.jsonl")],
     "holdout_v1": [DATA / "crisis_holdout.jsonl", DATA / "noncrisis_holdout.jsonl"],
     "holdout_v2": [DATA / "crisis_holdout2.jsonl", DATA / "noncrisis_holdout2.jsonl"],
+    # blind set v3 was measured once (docs/results/safety_learned_round1.md), then joined the training data
+    "blind3_seen": [DATA / "crisis_blind3.jsonl", DATA / "noncrisis_blind3.jsonl"],
 }
 
 
