@@ -71,6 +71,7 @@ def main() -> int:
     ap.add_argument("--esconv", type=int, default=1500, help="ESConv seeker turns to score (the first N)")
     ap.add_argument("--latency-n", type=int, default=200)
     ap.add_argument("--blind", default="4", help="blind set version: 4 (blind now) or 3 (blind for round 1 only, trained on since)")
+    ap.add_argument("--blind-only", action="store_true", help="only the blind set (no ED/ESConv/latency): a quick look on a busy machine")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -83,7 +84,9 @@ def main() -> int:
     lc = load_learned()
     crisis, hard = load(f"crisis_blind{args.blind}.jsonl"), load(f"noncrisis_blind{args.blind}.jsonl")
     older_hard = load("noncrisis_set.jsonl") + load("noncrisis_holdout.jsonl") + load("noncrisis_holdout2.jsonl")
-    sets = {"blind crisis": crisis, "blind hard non-crisis": hard, "ED valid situations": ed_rows(), "ESConv seeker turns": esconv_rows(args.esconv), "older hard non-crisis (trained on)": older_hard}
+    sets = {"blind crisis": crisis, "blind hard non-crisis": hard}
+    if not args.blind_only:
+        sets.update({"ED valid situations": ed_rows(), "ESConv seeker turns": esconv_rows(args.esconv), "older hard non-crisis (trained on)": older_hard})
     scored: dict[str, list[tuple[bool, float, bool]]] = {}
     for name, rows in sets.items():
         texts = [r["text"] for r in rows]
@@ -118,6 +121,14 @@ def main() -> int:
     for r, x in zip(hard, scored["blind hard non-crisis"]):
         hk[r["kind"]].append(flag(x))
     out("\nblind hard non-crisis by kind (guard flags): " + ", ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(hk.items())))
+    if args.blind_only:
+        missed = [r for r, x in zip(crisis, sc) if not flag(x)]
+        out(f"\n## Missed blind crises ({len(missed)})\n")
+        out("\n".join(f"- {r['id']} {r['category']}/{r['sub']}/{r['lang']}: {r['text']}" for r in missed) or "- none")
+        print("\n".join(lines))
+        if args.out:
+            Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return 0
     out("\n## Threshold curve (guard = patterns or gate and risk >= t)\n")
     out("| t | blind recall | blind hard FPR | ED FPR | ESConv FPR |\n|---:|---:|---:|---:|---:|")
     for t in (0.5, 0.7, 0.8, 0.9, thr, 0.95, 0.97, 0.99):
