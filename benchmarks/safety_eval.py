@@ -7,6 +7,10 @@ sets: *_holdout.jsonl (v1: written before tuning, then used for ONE round of fix
 and *_holdout2.jsonl (v2: written after that round, not tuned on); and the ED validation situations from ../shared/data (false positives; lines reviewed as
 genuine risk are listed in tests/data/ed_reviewed_risk.json and reported apart). The baseline is a plain
 keyword list (what a guard without negation/idiom/third-party handling does), run in the same process.
+
+This measures the pattern and context layers. The default guard adds the learned layer: its comparison
+with the patterns-only guard (blind sets, ED, ESConv, threshold curve, latency) is
+benchmarks/safety_learned_eval.py.
 """
 
 from __future__ import annotations

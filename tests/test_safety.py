@@ -332,3 +332,60 @@ def test_semantic_layer_opt_in(tmp_path, monkeypatch):
     assert g.semantic and g.check(paraphrase).at_risk
     assert list(tmp_path.glob("cache/safety-prototypes-*.pt"))  # example embeddings cached
     assert load_semantic().settings.k == 5
+
+
+@pytest.mark.parametrize(
+    "text,flagged",
+    [
+        ("I had a toothache yesterday and my face swollen, I went to the dentist", False),
+        ("my face swelling from the tooth yesterday", False),
+        ("I ate peanuts yesterday and now my throat is closing", True),
+        ("my lips are swelling and I feel dizzy", True),
+    ],
+)
+def test_swelling_tense_and_cause(text, flagged):
+    """The ED false positive: a toothache with a swollen face 'yesterday' is not a breathing emergency."""
+    assert assess(text).at_risk is flagged, assess(text).evidence
+
+
+def test_classifier_weights_match_their_corpus():
+    """The shipped weights were trained on today's corpus (scripts/train_crisis_classifier.py --check
+    retrains in full); and the blind set v4 is not training data."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("train_cc", Path(__file__).parent.parent / "scripts" / "train_crisis_classifier.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    rows = train.load_rows()
+    import hashlib
+
+    sha = hashlib.sha256("\n".join(f"{r['label']}\t{r['text']}" for r in rows).encode()).hexdigest()[:16]
+    z = np.load(resource_path("safety", "crisis_classifier.npz"))
+    assert str(z["corpus_sha"]) == sha, "corpus changed since training: run scripts/train_crisis_classifier.py"
+    blind = {r["text"] for f in ("crisis_blind4.jsonl", "noncrisis_blind4.jsonl") for r in _load(f)}
+    assert not blind & {r["text"] for r in rows}
+    corpus = _load("../../src/kardia/resources/safety/crisis_corpus.jsonl")
+    assert {"es", "fr", "de", "pt"} <= {r["lang"] for r in corpus}
+    families = {r["family"] for r in corpus if r["category"] != "none"}
+    assert {"plan", "means", "farewell", "attempt", "self_harm_act", "eating_disorder", "coercive_control", "elder_abuse", "child_abuse", "psychosis_self", "psychosis_other"} <= families
+
+
+def test_learned_layer_is_the_guard_default(monkeypatch):
+    """Loads the small encoder (a few seconds). Each verdict names the layer and why."""
+    g = Guard(semantic=False)
+    assert g.learned is True
+    a = g.check("gave my guitar and my xbox away, won't need them where im going")
+    assert a.at_risk and "learned" in a.source and "learned_message" in a.rules
+    assert "threshold" in a.evidence[0] and a.category == "self_harm"
+    assert not g.check("My cat knocked my coffee over this morning, what a start to the day.").at_risk
+    assert not g.check("bought a new blade for the lawnmower").at_risk
+    p = g.check("I want to kill myself tonight")
+    assert p.source.startswith("patterns") and "learned_message" not in p.rules  # high from patterns: no encoder call
+    # risk in an earlier turn does not flag a calm newest message
+    hist = [{"role": "user", "content": "I've been saving up my pills."}, {"role": "assistant", "content": "I'm worried."}]
+    assert not g.check("Thanks, I made some tea and feel a bit calmer.", hist).at_risk
+    monkeypatch.setenv("KARDIA_SAFETY_LEARNED", "0")
+    off = Guard(semantic=False)
+    assert off.learned is False and not off.check("gave my guitar and my xbox away, won't need them where im going").at_risk

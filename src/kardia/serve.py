@@ -53,6 +53,7 @@ class ServeConfig(KardiaConfig):
     crisis_log: Optional[str] = None  # JSONL file of guard events (no message text unless log_crisis_text)
     guard_model: Optional[str] = None  # optional model-based safety check
     semantic_guard: bool = False  # the guard's embedding layer (opt-in: measured weak, see kardia.safety.semantic)
+    learned_guard: Optional[bool] = None  # the guard's learned layer (None: on unless KARDIA_SAFETY_LEARNED=0)
     max_batch: int = 8
     max_tokens: int = 256  # when the client sends none
     temperature: float = 0.7
@@ -205,6 +206,7 @@ class _Engine:
             model=cfg.guard_model,
             log_file=cfg.crisis_log,
             semantic=cfg.semantic_guard,
+            learned=cfg.learned_guard,
         )
         self.tokenizer = None
         self.max_context = cfg.max_context
@@ -427,6 +429,7 @@ def register(app: typer.Typer) -> None:
         crisis_log: Optional[Path] = typer.Option(None, "--crisis-log", help="Append guard events to this JSONL file."),
         guard_model: Optional[str] = typer.Option(None, "--guard-model", help="Model string for the optional model-based safety check."),
         semantic_guard: Optional[bool] = typer.Option(None, "--semantic-guard/--no-semantic-guard", help="Add the guard's embedding layer (default off)."),
+        learned_guard: Optional[bool] = typer.Option(None, "--learned-guard/--no-learned-guard", help="The guard's learned layer (default on)."),
         max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Most requests generated together (default 8)."),
         max_context: Optional[int] = typer.Option(None, "--max-context", help="Override the model's context length."),
         served_name: Optional[str] = typer.Option(None, "--served-name", help="Model id clients use (default: the model string)."),
@@ -445,6 +448,7 @@ def register(app: typer.Typer) -> None:
             ("crisis_log", str(crisis_log) if crisis_log else None),
             ("guard_model", guard_model),
             ("semantic_guard", semantic_guard),
+            ("learned_guard", learned_guard),
             ("max_batch", max_batch),
             ("max_context", max_context),
             ("served_name", served_name),

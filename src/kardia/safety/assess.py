@@ -86,6 +86,16 @@ def assess_patterns(message: str, history: list[dict] | None = None, patterns: s
     return result
 
 
+def _with_learned(result: RiskAssessment, message: str, history: list[dict] | None) -> RiskAssessment:
+    """Add the learned layer's finding (it only adds risk; see learned.py). Skipped when the patterns
+    already found high risk: nothing to add, and it saves the encoder call."""
+    if result.at_risk and result.level == "high":
+        return result
+    from .learned import load_learned
+
+    return _merge(result, load_learned().assess(message, history))
+
+
 def _with_semantic(result: RiskAssessment, message: str) -> RiskAssessment:
     """Add the semantic layer's finding (it only adds risk; see semantic.py)."""
     if result.at_risk:
@@ -101,13 +111,12 @@ async def aassess(
     model: str | None = None,
     patterns: str | None = None,
     semantic: bool = False,
+    learned: bool = False,
 ) -> RiskAssessment:
     import asyncio
 
-    # in a worker thread: the patterns take ~4 s per MiB of text, which would stall a server's event loop
-    result = await asyncio.to_thread(assess_patterns, message, history, patterns)
-    if semantic:
-        result = await asyncio.to_thread(_with_semantic, result, message)
+    # off the event loop: the patterns on a huge message and the encoder both take CPU time
+    result = await asyncio.to_thread(_local_layers, message, history, patterns, semantic, learned)
     if not model:
         return result
     try:
@@ -120,21 +129,31 @@ async def aassess(
     return _merge(result, verdict)
 
 
+def _local_layers(message: str, history: list[dict] | None, patterns: str | None, semantic: bool, learned: bool) -> RiskAssessment:
+    result = assess_patterns(message, history, patterns)
+    if learned:
+        result = _with_learned(result, message, history)
+    if semantic:
+        result = _with_semantic(result, message)
+    return result
+
+
 def assess(
     message: str,
     history: list[dict] | None = None,
     model: str | None = None,
     patterns: str | None = None,
     semantic: bool = False,
+    learned: bool = False,
 ) -> RiskAssessment:
     """Classify the newest user message (with recent history): category, level and evidence.
 
-    Layers: patterns + context always; `semantic=True` adds the embedding k-NN layer (loads a small
-    encoder; the Guard turns it on); `model` adds the model-based check.
+    Layers: patterns + context always; `learned=True` adds the embedding classifier (loads a small
+    encoder; the Guard, i.e. chat and serve, turns it on by default); `semantic=True` the older k-NN
+    layer; `model` the model-based check. `source` and `rules` say which layer fired, `evidence` why.
     """
     if not model:
-        result = assess_patterns(message, history, patterns)
-        return _with_semantic(result, message) if semantic else result
+        return _local_layers(message, history, patterns, semantic, learned)
     from ..llm.types import run_sync
 
-    return run_sync(aassess(message, history, model, patterns, semantic))
+    return run_sync(aassess(message, history, model, patterns, semantic, learned))

@@ -31,8 +31,12 @@ class Guard:
         log_file: str | Path | None = None,
         patterns: str | None = None,
         semantic: bool | None = None,
+        learned: bool | None = None,
     ):
-        """semantic: the embedding k-NN layer; off by default (KARDIA_SAFETY_SEMANTIC=1 turns it on).
+        """learned: the embedding classifier (safety/learned.py); ON by default, KARDIA_SAFETY_LEARNED=0
+        turns it off (patterns + context only).
+
+        semantic: the embedding k-NN layer; off by default (KARDIA_SAFETY_SEMANTIC=1 turns it on).
 
         Off because it measured weak: +3 of 40 blind held-out crises, but it also flags topical look-alikes
         ("the pills my doctor gave me help") - see benchmarks/safety_eval.py --semantic. For indirect
@@ -46,6 +50,13 @@ class Guard:
         if semantic is None:
             semantic = os.environ.get("KARDIA_SAFETY_SEMANTIC", "0").strip().lower() not in ("0", "false", "no", "off")
         self.semantic = semantic
+        if learned is None:
+            learned = os.environ.get("KARDIA_SAFETY_LEARNED", "1").strip().lower() not in ("0", "false", "no", "off")
+        self.learned = learned
+        if learned:
+            from .learned import load_learned
+
+            load_learned()  # fail early (missing encoder package or weights); the encoder loads on first use
         if semantic:
             from .semantic import load_semantic
 
@@ -58,12 +69,12 @@ class Guard:
 
     # -- checking ---------------------------------------------------------------------------------
     def check(self, message: str, history: list[dict] | None = None, request_id: str | None = None) -> RiskAssessment:
-        result = assess(message, history, model=self.model, patterns=self.patterns, semantic=self.semantic)
+        result = assess(message, history, model=self.model, patterns=self.patterns, semantic=self.semantic, learned=self.learned)
         self._record(result, message, request_id)
         return result
 
     async def acheck(self, message: str, history: list[dict] | None = None, request_id: str | None = None) -> RiskAssessment:
-        result = await aassess(message, history, model=self.model, patterns=self.patterns, semantic=self.semantic)
+        result = await aassess(message, history, model=self.model, patterns=self.patterns, semantic=self.semantic, learned=self.learned)
         self._record(result, message, request_id)
         return result
 

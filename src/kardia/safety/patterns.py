@@ -211,6 +211,10 @@ class PatternSet:
             t = rx.sub(" ~ ", t)
         return t
 
+    def clean(self, text: str) -> str:
+        """Normalised, with others' quoted words and idioms cut out: what the learned layer embeds."""
+        return re.sub(r"\s+", " ", self._strip_idioms(self._strip_quotes(self.normalise(text)))).strip()
+
     def clauses(self, normalised: str) -> list[str]:
         t = self._strip_idioms(self._strip_quotes(normalised))
         parts = re.split(r"[.!?;\n]+|\s(?:but|though|although|however)\s", t)

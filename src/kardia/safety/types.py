@@ -27,7 +27,7 @@ class RiskAssessment(BaseModel):
     evidence: list[str] = Field(default_factory=list)
     categories: list[str] = Field(default_factory=list)
     rules: list[str] = Field(default_factory=list)
-    source: str = "patterns"  # patterns | context | model | patterns+model
+    source: str = "patterns"  # patterns | context | learned | semantic | model, joined with + when several fired
     errors: list[str] = Field(default_factory=list)
 
     @property

