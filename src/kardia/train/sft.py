@@ -40,10 +40,10 @@ def plan(cfg: SFTRunConfig) -> dict[str, Any]:
 
 
 def freeze_below_top_layers(model: Any, top: int | None) -> int:
-    """Freeze embeddings and every decoder layer below the top `top` (None: freeze nothing). Returns tensors frozen.
+    """Freeze every decoder layer below the top `top` (None: freeze nothing). Returns tensors frozen.
 
     The backward pass then stops at the lowest trainable layer: on a CPU most of a step's time is saved,
-    while the layers that map the situation to a label and the format still learn.
+    while the layers that map the situation to a label, the output head and the format still learn.
     """
     if top is None:
         return 0
@@ -52,6 +52,9 @@ def freeze_below_top_layers(model: Any, top: int | None) -> int:
         raise TrainError(f"train_top_layers={top}: the model has {len(layers)} decoder layers")
     keep = {id(p) for layer in list(layers)[len(layers) - top:] for p in layer.parameters()}
     keep |= {id(p) for p in model.get_decoder().norm.parameters()}
+    # the output rows stay trainable (tied with the input embeddings in small models): the span markers are
+    # new tokens, and rows frozen at their words' mean leave "begin" and "<|..._begin|>" hard to tell apart
+    keep |= {id(p) for p in model.get_output_embeddings().parameters()}
     frozen = 0
     for p in model.parameters():
         if id(p) not in keep:
