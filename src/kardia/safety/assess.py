@@ -9,6 +9,8 @@ are the high-precision layer).
 
 from __future__ import annotations
 
+from typing import Any
+
 from .model_check import ModelCheckError, amodel_check
 from .patterns import Match, load_patterns
 from .types import CATEGORY_PRIORITY, RiskAssessment, level_rank
@@ -86,6 +88,19 @@ def assess_patterns(message: str, history: list[dict] | None = None, patterns: s
     return result
 
 
+def guard_process_init(patterns: str | None = None, nice: int = 10) -> None:
+    """Start-up of a process that runs `assess_patterns` for a server: a lower priority (long texts yield
+    the CPU to ordinary requests) and the patterns loaded before the first text arrives."""
+    import os
+
+    if nice and hasattr(os, "nice"):
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
+    load_patterns(patterns)
+
+
 def _with_semantic(result: RiskAssessment, message: str) -> RiskAssessment:
     """Add the semantic layer's finding (it only adds risk; see semantic.py)."""
     if result.at_risk:
@@ -101,11 +116,17 @@ async def aassess(
     model: str | None = None,
     patterns: str | None = None,
     semantic: bool = False,
+    executor: Any = None,
 ) -> RiskAssessment:
+    """`assess` for async callers. The patterns run in a worker thread, or in `executor` when given (a
+    server passes a process pool for long texts: in a thread they would still hold the GIL)."""
     import asyncio
 
-    # in a worker thread: the patterns take ~4 s per MiB of text, which would stall a server's event loop
-    result = await asyncio.to_thread(assess_patterns, message, history, patterns)
+    # off the event loop: the patterns take ~4 s per MiB of text, which would stall a server
+    if executor is None:
+        result = await asyncio.to_thread(assess_patterns, message, history, patterns)
+    else:
+        result = await asyncio.get_running_loop().run_in_executor(executor, assess_patterns, message, history, patterns)
     if semantic:
         result = await asyncio.to_thread(_with_semantic, result, message)
     if not model:
