@@ -391,3 +391,53 @@ def test_llm_options_bound_a_hung_model(fake_server):
         r = httpx.post(base + "/chat/completions", timeout=30, json={"model": "k", "messages": [{"role": "user", "content": "hi"}]})
         assert time.monotonic() - t0 < 5
     assert _is_openai_error(r, 502)["code"] == "model_error"
+
+
+def test_long_guard_checks_run_in_the_guard_process(fake_model):
+    """The guard's patterns are pure Python (~4 s of CPU per MiB): in a thread they still hold the GIL the
+    event loop needs, so a long text is checked in a separate process; short ones stay in a thread."""
+    app = create_app(ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="k", guard_process_chars=2000))
+    engine = app.state.engine
+    long_text = "I had a long week at work and I keep going over it. " * 60
+    with running(app) as base:
+        url = base + "/chat/completions"
+        r = httpx.post(url, timeout=120, json={"model": "k", "messages": [{"role": "user", "content": "hello #1"}]})
+        assert r.status_code == 200 and engine.guard_offloaded == 0 and engine._guard_pool is None
+        r = httpx.post(url, timeout=120, json={"model": "k", "messages": [{"role": "user", "content": long_text + " #2"}]})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "I'm here with you, friend #2."
+        assert engine.guard_offloaded == 1 and engine._guard_pool._processes  # a live process of its own
+        # the crisis found in the process still gets the safe reply, and the model is not asked
+        before = fake_model.stats.requests
+        r = httpx.post(url, timeout=120, json={"model": "k", "messages": [
+            {"role": "user", "content": long_text}, {"role": "assistant", "content": "I'm listening."},
+            {"role": "user", "content": "I want to kill myself tonight"}]})
+        info = r.json()["choices"][0]["message"]["kardia"]
+        assert r.status_code == 200 and info["guarded"] and info["safety"]["category"] == "self_harm"
+        assert engine.guard_offloaded == 2 and fake_model.stats.requests == before
+        assert engine.guard.counts["at_risk"] == 1
+    assert engine._guard_pool is None  # shut down with the server
+
+
+def test_large_bodies_are_parsed_off_the_event_loop(fake_model, monkeypatch):
+    """A large body (~0.1 s to parse and check at 1 MiB) is parsed in a worker thread, a small one inline."""
+    import kardia.serve as serve
+
+    threads = []
+    real = serve._parse_request
+
+    def spy(raw):
+        threads.append(threading.current_thread().name)
+        return real(raw)
+
+    monkeypatch.setattr(serve, "_parse_request", spy)
+    app = create_app(ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="k", max_context=2000))
+    with running(app) as base:
+        url = base + "/chat/completions"
+        assert httpx.post(url, timeout=60, json={"model": "k", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+        many = [{"role": "user", "content": "hi"}] * 3000  # > LARGE_BODY_BYTES, over the context
+        err = _is_openai_error(httpx.post(url, timeout=60, json={"model": "k", "messages": many}), 400)
+        assert err["code"] == "context_length_exceeded"
+        err = _is_openai_error(httpx.post(url, timeout=60, json={"model": "k", "messages": many + [{"role": "user", "content": 5}]}), 400)
+        assert "messages[3000].content" in err["message"]  # a _Reject raised in the thread is the same 400
+    loop_thread, *workers = threads
+    assert len(workers) == 2 and all(w != loop_thread for w in workers), threads

@@ -13,7 +13,11 @@ What clients get:
   model with `--max-context`: checked on an estimate, ~4 characters a token).
 - Hostile input: every bad request is a 4xx in OpenAI's `{"error": {...}}` shape (bodies over
   `max_body_bytes` a 413, read no further); the guard's patterns and the token count run in worker
-  threads, so a long message never stalls `/health` or other clients.
+  threads, so a long message never stalls `/health` or other clients. The guard's patterns take ~4 s of
+  CPU per MiB in pure Python, which in a thread still holds the GIL the event loop needs: a guard check
+  of more than `guard_process_chars` characters runs in a separate, lower-priority process instead, so a
+  client sending long messages slows only its own requests (benchmarks/serve_load.py). A large body
+  (over `LARGE_BODY_BYTES`) is also parsed and validated in a worker thread, not in the event loop.
 
 Streaming (`stream=true`): we generate the whole answer, then stream the visible response in
 OpenAI-format chunks. Why not stream tokens: the response span comes last (understanding, reasoning
@@ -26,6 +30,7 @@ instead of a stream cut halfway, and the local backend can keep batching whole g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
@@ -61,6 +66,8 @@ class ServeConfig(KardiaConfig):
     served_name: Optional[str] = None  # the id in /v1/models (default: the model string)
     stream_chunk_words: int = 3
     max_body_bytes: int = Field(1_048_576, ge=1024)  # larger request bodies get a 413, unread
+    # guard checks of more characters (message + history) run in a separate process (0: never)
+    guard_process_chars: int = Field(16_384, ge=0)
     llm_options: LLMOptions = Field(default_factory=LLMOptions)  # timeout, retries of a remote model
 
 
@@ -100,6 +107,7 @@ class _Reject(Exception):
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 CHARS_PER_TOKEN = 4  # the estimate for remote models, whose tokenizer the server does not have
+LARGE_BODY_BYTES = 65_536  # bodies over this are parsed and validated in a worker thread
 
 
 def _text_of(content: Any, where: str) -> str:
@@ -152,8 +160,8 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-async def _read_json(request: Any, limit: int) -> dict:
-    """The body as a JSON object, read no further than `limit` bytes (declared or streamed)."""
+async def _read_body(request: Any, limit: int) -> bytes:
+    """The body, read no further than `limit` bytes (declared or streamed)."""
     too_big = f"the request body is over this server's limit of {limit} bytes (max_body_bytes)"
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -167,7 +175,11 @@ async def _read_json(request: Any, limit: int) -> dict:
         if size > limit:
             raise _Reject(413, too_big, code="request_too_large")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def _parse_json(raw: bytes) -> dict:
+    """The body as a JSON object, or a 400 saying what is wrong with it."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -181,6 +193,18 @@ async def _read_json(request: Any, limit: int) -> dict:
     if not isinstance(data, dict):
         raise _Reject(400, f"the request body must be a JSON object, got {_json_type(data)}")
     return data
+
+
+def _parse_request(raw: bytes) -> tuple[ChatRequest, list[dict]]:
+    """The validated request and its checked messages (a _Reject for anything a client got wrong)."""
+    body = _parse_json(raw)
+    try:
+        req = ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        loc = ".".join(str(x) for x in e.get("loc", []))
+        raise _Reject(400, f"field {loc or 'body'}: {e.get('msg')}", param=loc or None) from None
+    return req, _messages(req.messages)
 
 
 class _Engine:
@@ -221,6 +245,44 @@ class _Engine:
                 mc = AutoConfig.from_pretrained(path)
                 self.max_context = int(getattr(mc, "max_position_embeddings", 0) or 0) or None
         self.created = int(time.time())
+        self._guard_pool = None
+        self.guard_offloaded = 0  # guard checks run in the guard process
+
+    async def check(self, message: str, history: list[dict], request_id: str):
+        """The guard's assessment; a long text is checked in the guard process (see the module doc)."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        size = len(message) + sum(len(m["content"]) for m in history)
+        limit = self.cfg.guard_process_chars
+        if not limit or size <= limit:
+            return await self.guard.acheck(message, history, request_id=request_id)
+        self.guard_offloaded += 1
+        try:
+            return await self.guard.acheck(message, history, request_id=request_id, executor=self._pool())
+        except BrokenProcessPool:  # the process died (killed, out of memory): a new one next time, a thread now
+            import logging
+
+            logging.getLogger("kardia.serve").warning("the guard process died; checking this request in a thread")
+            self.close()
+            return await self.guard.acheck(message, history, request_id=request_id)
+
+    def _pool(self):
+        if self._guard_pool is None:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            from .safety.assess import guard_process_init
+
+            self._guard_pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=mp.get_context("spawn"), initializer=guard_process_init,
+                initargs=(self.guard.patterns,),
+            )
+        return self._guard_pool
+
+    def close(self) -> None:
+        pool, self._guard_pool = self._guard_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def count_tokens(self, conversation: list[dict]) -> tuple[int, bool]:
         """(prompt tokens, estimated): counted with a local model's tokenizer; for a remote model,
@@ -243,7 +305,15 @@ def create_app(cfg: ServeConfig, llm: Any = None):
     from .spans import parse, visible_response
 
     engine = _Engine(cfg, llm)
-    app = FastAPI(title="kardia serve", version="1")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:
+            engine.close()
+
+    app = FastAPI(title="kardia serve", version="1", lifespan=lifespan)
     app.state.engine = engine
 
     @app.exception_handler(RequestValidationError)
@@ -281,18 +351,13 @@ def create_app(cfg: ServeConfig, llm: Any = None):
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         rid = "chatcmpl-" + uuid.uuid4().hex[:24]
-        body = await _read_json(request, cfg.max_body_bytes)
-        try:
-            req = ChatRequest.model_validate(body)
-        except ValidationError as exc:
-            e = exc.errors()[0]
-            loc = ".".join(str(x) for x in e.get("loc", []))
-            return _error(400, f"field {loc or 'body'}: {e.get('msg')}", param=loc or None)
+        raw = await _read_body(request, cfg.max_body_bytes)
+        # a large body (a 1 MiB message, 30,000 messages) takes ~0.1 s to parse: not in the event loop
+        req, msgs = await asyncio.to_thread(_parse_request, raw) if len(raw) > LARGE_BODY_BYTES else _parse_request(raw)
         if req.model != engine.name:
             return _error(404, f"The model '{req.model}' does not exist; this server serves '{engine.name}'.", param="model", code="model_not_found")
         if (req.n or 1) != 1:
             return _error(400, "only n=1 is supported", param="n")
-        msgs = _messages(req.messages)
         if not msgs or msgs[-1]["role"] != "user":
             return _error(400, "the last message must come from the user", param="messages")
         client_system = [m for m in msgs if m["role"] == "system"]
@@ -310,7 +375,7 @@ def create_app(cfg: ServeConfig, llm: Any = None):
         if max_tokens < 1:
             return _error(400, "max_tokens must be at least 1", param="max_tokens")
         # the guard first (a person in crisis gets the safe reply even with an over-long message)
-        assessment = await engine.guard.acheck(dialogue[-1]["content"], dialogue[:-1], request_id=rid)
+        assessment = await engine.check(dialogue[-1]["content"], dialogue[:-1], request_id=rid)
         safety = {"at_risk": assessment.at_risk, "category": assessment.category, "level": assessment.level}
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         if assessment.at_risk:

@@ -9,6 +9,8 @@ are the high-precision layer).
 
 from __future__ import annotations
 
+from typing import Any
+
 from .model_check import ModelCheckError, amodel_check
 from .patterns import Match, load_patterns
 from .types import CATEGORY_PRIORITY, RiskAssessment, level_rank
@@ -96,6 +98,19 @@ def _with_learned(result: RiskAssessment, message: str, history: list[dict] | No
     return _merge(result, load_learned().assess(message, history))
 
 
+def guard_process_init(patterns: str | None = None, nice: int = 10) -> None:
+    """Start-up of a process that runs `assess_patterns` for a server: a lower priority (long texts yield
+    the CPU to ordinary requests) and the patterns loaded before the first text arrives."""
+    import os
+
+    if nice and hasattr(os, "nice"):
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
+    load_patterns(patterns)
+
+
 def _with_semantic(result: RiskAssessment, message: str) -> RiskAssessment:
     """Add the semantic layer's finding (it only adds risk; see semantic.py)."""
     if result.at_risk:
@@ -112,11 +127,23 @@ async def aassess(
     patterns: str | None = None,
     semantic: bool = False,
     learned: bool = False,
+    executor: Any = None,
 ) -> RiskAssessment:
+    """`assess` for async callers. The patterns run in a worker thread, or in `executor` when given (a
+    server passes a process pool for long texts: in a thread they would still hold the GIL)."""
     import asyncio
 
-    # off the event loop: the patterns on a huge message and the encoder both take CPU time
-    result = await asyncio.to_thread(_local_layers, message, history, patterns, semantic, learned)
+    # off the event loop: the patterns take ~4 s per MiB of text and the encoder takes CPU time too; a
+    # server's process pool runs the patterns for long texts (in a thread they would still hold the GIL)
+    if executor is None:
+        result = await asyncio.to_thread(_local_layers, message, history, patterns, semantic, learned)
+    else:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(executor, assess_patterns, message, history, patterns)
+        if learned:
+            result = await asyncio.to_thread(_with_learned, result, message, history)
+        if semantic:
+            result = await asyncio.to_thread(_with_semantic, result, message)
     if not model:
         return result
     try:

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from .assess import aassess, assess
 from .policy import check_crisis_response, contains_method_content, crisis_reply, load_locale, unsafe_output_reply
@@ -73,8 +74,12 @@ class Guard:
         self._record(result, message, request_id)
         return result
 
-    async def acheck(self, message: str, history: list[dict] | None = None, request_id: str | None = None) -> RiskAssessment:
-        result = await aassess(message, history, model=self.model, patterns=self.patterns, semantic=self.semantic, learned=self.learned)
+    async def acheck(
+        self, message: str, history: list[dict] | None = None, request_id: str | None = None, executor: Any = None
+    ) -> RiskAssessment:
+        """`check` for async callers; `executor` runs the patterns (default: a worker thread)."""
+        result = await aassess(message, history, model=self.model, patterns=self.patterns, semantic=self.semantic,
+                               learned=self.learned, executor=executor)
         self._record(result, message, request_id)
         return result
 
