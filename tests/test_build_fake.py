@@ -252,7 +252,7 @@ def test_single_mode_for_strong_models(fake_server, tmp_path):
 
 def test_cli_dry_run_and_bad_input(tmp_path):
     env = {**os.environ}
-    cmd = [sys.executable, "-m", "kardia.cli", "build", "--out", str(tmp_path / "o"), "--dry-run",
+    cmd = [sys.executable, "-m", "kardia.cli", "build", "--out", str(tmp_path / "o"), "--dry-run", "--set", "max_profiles=8",
            "--set", "profiles=[{kind: person, path: 'kardia:samples/profiles.jsonl'}]",
            "--set", "seeds=[{kind: jsonl, path: 'kardia:samples/situations.jsonl'}]",
            "--set", "distribution=balanced", "--set", "max_exchanges=4", "--set", "max_revisions=1"]

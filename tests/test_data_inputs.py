@@ -219,15 +219,18 @@ def _rec(users, labels, mbti="INFP", emotion="sad"):
     msgs = [{"role": "system", "content": "sys"}]
     for u, lab in zip(users, labels):
         msgs.append({"role": "user", "content": u})
-        msgs.append({"role": "assistant", "content": render("und", "rea", lab, "I'm here for you.")})
+        msgs.append({"role": "assistant", "content": render("They feel low.", "Because it hurts.", lab, "I'm here for you.")})
     return {"id": "kb-x", "person": "About: me", "mbti": mbti, "emotion": emotion, "situation": "s",
             "anon_username": "u_1", "messages": msgs, "meta": {}}
 
 
 def test_filters_decide_as_documented():
     cfg = BuildConfig()
-    good = _rec(["I feel low.", "Still low."], ["sad", "lonely"])
+    good = _rec(["I feel low.", "Still low."], ["sad", "sad"])
     assert apply_filters(good, cfg) == []
+    # every emotion span is the gold label by default; with the responder choosing, a mismatch is dropped
+    off_gold = _rec(["I feel low.", "Still low."], ["sad", "lonely"])
+    assert any(r.startswith("emotion: assistant turn 2 says 'lonely'") for r in apply_filters(off_gold, cfg))
     broken = _rec(["hi"], ["sad"])
     broken["messages"][2]["content"] = "<|understanding_begin|>x<|understanding_end|> just text"
     assert check_structure(broken) and apply_filters(broken, cfg)[0].startswith("structure")

@@ -135,8 +135,8 @@ def test_prompt_profile_is_saved_and_used_by_eval(tmp_path):
     prof = PromptProfile.named("system_compact", profile_words=3)
     prof.save(tmp_path)
     loaded = PromptProfile.for_model(str(tmp_path))
-    text = loaded.render("one two three four five", "my dog died")
-    assert "one two three ..." in text and "four" not in text and "my dog died" in text
+    text = loaded.render("alpha beta gamma delta epsilon", "my dog died")
+    assert "alpha beta gamma ..." in text and "delta" not in text and "my dog died" in text
     assert "sad, trusting" not in text  # no 32-label list in the compact profile
     assert PromptProfile.for_model("embedded").template_text != prof.template_text
 
@@ -217,10 +217,10 @@ def test_reproduce_rejects_bad_input_before_any_model_work(tmp_path):
 
     _write_csv(ed / "ed_situations_train.csv", [{"text": "a", "aug_text": "b"}], fields=("text", "aug_text"))
     r = _cli("reproduce", "--ed", str(ed), "--out", str(out))
-    assert r.exit_code != 0 and "label" in r.output and "line 1" in r.output
+    assert r.exit_code == 2 and "ed_situations_train.csv:1: field label" in r.output
 
     _write_csv(ed / "ed_situations_train.csv", [{"text": "fine", "aug_text": "", "label": "3"},
                                                 {"text": "bad", "aug_text": "", "label": "32"}])
     r = _cli("reproduce", "--ed", str(ed), "--out", str(out))
-    assert r.exit_code != 0 and "line 3" in r.output and "label" in r.output
+    assert r.exit_code == 2 and "ed_situations_train.csv:3: field label" in r.output and "32" in r.output
     assert not (out / "stages").exists()  # nothing ran

@@ -89,13 +89,17 @@ class PromptProfile:
     @classmethod
     def named(cls, template: str | Path = "system", profile_words: int | None = None) -> "PromptProfile":
         path = template_path(template)
-        return cls(_read(str(path)), profile_words, str(template))
+        return cls(_read(str(path)), profile_words, str(path))
 
     def render(self, profile: str | None, situation: str | None) -> str:
         text = self.template_text
-        missing = {"profile", "situation"} - slots(text)
-        if missing:
-            raise TemplateError(f"prompt profile {self.source or '(inline)'}: the template needs slots {sorted(missing)}")
+        where = self.source or "(prompt profile)"
+        try:
+            extra = slots(text) - {"profile", "situation"}
+        except ValueError as exc:
+            raise TemplateError(f"{where}: malformed template ({exc}); write literal braces as {{{{ and }}}}") from None
+        if extra:
+            raise TemplateError(f"{where}: slots without a value: {sorted(extra)}")
         return text.format(
             profile=clip_words(" ".join((profile or "").split()), self.profile_words) or "(no profile given)",
             situation=(situation or "").strip() or "(not stated)",

@@ -382,5 +382,6 @@ def register(app: typer.Typer) -> None:
         cfg = ReproduceConfig.load(config, sets)
         try:
             run_reproduce(cfg)
-        except (ReproduceError, FileNotFoundError) as exc:
-            raise typer.BadParameter(str(exc)) from None
+        except (ReproduceError, FileNotFoundError, ValueError) as exc:  # RecordError names file, line and field
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
