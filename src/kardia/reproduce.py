@@ -38,7 +38,7 @@ SIZES: dict[str, dict[str, Any]] = {
                  span_tokens=24, response_tokens=32,
                  sft_epochs=2.0, sft_batch=4, sft_lr=2e-4, train_top_layers=12, emotion_loss_weight=5.0,
                  grpo_steps=1, num_generations=4, grpo_batch=8, completion_tokens=112,
-                 eval_n=64, eval_limit=None, eval_tokens=112, base_spans_n=8, concurrency=64, skip_stages=("eval_sft",)),
+                 eval_n=64, eval_limit=None, eval_tokens=112, base_spans_n=8, concurrency=48, skip_stages=("eval_sft",)),
     "cpu": dict(situations=600, seed_limit="situations", distribution="natural", max_exchanges=1, max_revisions=1,
                 span_tokens=24, response_tokens=32,
                 sft_epochs=1.0, sft_batch=8, sft_lr=2e-4, train_top_layers=12, emotion_loss_weight=5.0,
