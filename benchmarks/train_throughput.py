@@ -17,7 +17,6 @@ import argparse
 import json
 import tempfile
 import time
-from pathlib import Path
 
 
 def examples(n: int) -> list[dict]:

@@ -50,7 +50,6 @@ SIZES: dict[str, dict[str, Any]] = {
                 grpo_steps=500, num_generations=8, grpo_batch=32, completion_tokens=256,
                 eval_n=2000, eval_limit=None, eval_tokens=384, base_spans_n=200, concurrency=64, skip_stages=()),
 }
-STAGES = ("build", "sft", "grpo", "eval_base", "eval_base_spans", "eval_sft", "eval_grpo", "results")
 
 
 class ReproduceConfig(KardiaConfig):

@@ -100,7 +100,7 @@ def write_results(out: Path, config: dict[str, Any], stages: dict[str, Any]) -> 
     build = stages.get("build", {})
     sft = stages.get("sft", {})
     grpo = stages.get("grpo", {})
-    timings = {k: v for k, v in _timings(out).items()}
+    timings = _timings(out)
     md = [
         "# kardia reproduce: the central result", "",
         f"- Size `{config['size']}`; base model `{config['model']}`; judge `{config['judge']}`; "
