@@ -102,7 +102,7 @@ def main() -> None:
         rows.append(r)
     base = rows[0]["tok_s"]
     print(f"\nSFT throughput, {a.steps} steps x batch {a.batch}, SmolLM2-135M, float32, CPU\n")
-    print(f"| setup | tokens | seconds | tokens/s | vs plain loop |\n|---|---:|---:|---:|---:|")
+    print("| setup | tokens | seconds | tokens/s | vs plain loop |\n|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['setup']} | {r['tokens']} | {r['seconds']:.1f} | {r['tok_s']:.0f} | {r['tok_s'] / base:.2f}x |")
 
