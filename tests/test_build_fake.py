@@ -273,3 +273,35 @@ def test_cli_dry_run_and_bad_input(tmp_path):
     r = subprocess.run(cmd[:-8] + ["--set", "profiles=[{kind: person, path: /nope.jsonl}]"], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "/nope.jsonl: profile file not found" in r.stderr
+
+
+@pytest.mark.parametrize("sampled_copies", [False, True])
+def test_guided_span_that_copies_is_written_again_sampled(fake_server, tmp_path, sampled_copies):
+    """A reasoning span that repeats the understanding word for word is re-asked (sampled) before the
+    filter would drop the dialogue; the retry is counted, and a span that copies again is kept for
+    the filter to drop, never silently accepted."""
+    base = scripted_responder(fail_rate=0.0)
+    und = "They feel shaken and want to be heard, and they keep thinking about what happened today."
+
+    def respond(messages, body):
+        last = str(messages[-1].get("content", ""))
+        if "explain why the person feels" in last:
+            if (body.get("temperature") or 0) > 0 and not sampled_copies:
+                return "Because something they care about changed suddenly, calm listening and validation fit."
+            return und
+        if "describe what the person means" in last:
+            return und
+        return base(messages, body)
+
+    srv = fake_server(responder=respond)
+    cfg = _cfg(srv.model_string(), max_exchanges=1, max_revisions=0, responder_mode="guided",
+               sampling={"temperature": 0.0})
+    res = run_build(cfg, tmp_path, progress=False)
+    gen, ds = res["generation"], res["dataset"]
+    assert gen["written"] == 16 and gen["copy_retries"] == 16, gen
+    if sampled_copies:
+        assert ds["kept"] == 0 and ds["dropped"]["copied"] == 16, ds
+    else:
+        assert ds["kept"] > 0 and ds["dropped"].get("copied", 0) == 0, ds
+        for r in _lines(tmp_path / "dialogues.jsonl"):
+            assert parse(r["messages"][-1]["content"]).reasoning.startswith("Because something")

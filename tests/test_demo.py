@@ -27,7 +27,8 @@ def demo_dir(tmp_path_factory, embedded_path):
 
 def test_every_stage_leaves_its_artefacts(demo_dir):
     out, result = demo_dir
-    for stage in ("build", "sft", "grpo", "eval_base", "eval_base_spans", "eval_sft", "eval_grpo", "results", "compare"):
+    for stage in ("build", "sft", "grpo", "eval_base", "eval_base_spans", "eval_sft", "eval_grpo", "curve", "results",
+                  "compare"):
         assert (out / "stages" / f"{stage}.json").exists(), stage
     # data: records valid, profile-disjoint split, card and histogram
     train = [r for _, r in iter_jsonl(out / "data" / "train.jsonl", DialogueRecord)]
@@ -63,6 +64,15 @@ def test_every_stage_leaves_its_artefacts(demo_dir):
     assert (out / "sft" / "model" / "kardia_prompt.json").exists()  # the training profile travels with the model
     for f in ("compare.md", "compare.html", "radar_overlay.png"):
         assert (out / "compare" / f).stat().st_size > 200, f
+    # the headline leads compare.md: each target with its measured figure, and the data audit of the kept turns
+    compare_md = (out / "compare" / "compare.md").read_text()
+    assert compare_md.startswith("# kardia demo: does the method make the model better?")
+    head = json.loads((out / "headline.json").read_text())
+    assert head["audit"]["emotion_is_gold"] == head["audit"]["assistant_turns"] == len(train) + sum(
+        1 for _ in open(out / "data" / "test.jsonl"))
+    assert head["audit"]["role_slips"] == 0 and set(head["targets"]) and "paired" in result["summary"]
+    # the learning curve: SFT checkpoints evaluated (tiny keeps 2 points, one of them the final model)
+    assert "## Learning curve" in (out / "results.md").read_text() and (out / "learning_curve.png").exists()
     assert result["summary"].startswith("base -> tuned:")
     assert json.loads((out / "summary.json").read_text())["summary"] == result["summary"]
 
@@ -76,7 +86,7 @@ def test_rerun_resumes_every_finished_stage(demo_dir):
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert proc.stdout.count("done earlier, skipped") == 9
+    assert proc.stdout.count("done earlier, skipped") == 10
     assert "base -> tuned:" in proc.stdout
     after = {p.name: p.stat().st_mtime_ns for p in (out / "stages").iterdir()}
     assert before == after

@@ -541,6 +541,23 @@ def test_eval_without_a_judge_says_so(tmp_path, fake_server, shared_data):
     assert "- Judge: none (judged dimensions not run)" in (Path(cfg.out) / "report.md").read_text()
 
 
+def test_judge_limit_judges_the_first_items_and_reads_emotion_on_all(tmp_path, fake_server, shared_data):
+    model, judge = fake_server(responder=fake_model()), fake_server(responder=fake_judge)
+    cfg = _cfg(tmp_path, model, judge, shared_data).model_copy(update={"judge_limit": 4})
+    run_eval(cfg, progress=False)
+    recs = _results(cfg.out)
+    assert len(recs) == 12 and judge.stats.requests <= 4 * 3  # 4 items (a parse failure may retry)
+    first4 = [r["id"] for r in recs if not (r["judge"] or {}).get("skipped")]
+    assert len(first4) == 4 and all(r["emotion_correct"] is not None for r in recs)
+    m = json.loads((Path(cfg.out) / "metrics.json").read_text())
+    assert m["judge_skipped"] == 8 and m["judge"]["ran"] == 4
+    assert m["criteria"]["emotion_accuracy"]["n"] == 12 and m["criteria"]["judged_mean"]["n"] <= 4
+    assert "only the first 4 items were judged" in (Path(cfg.out) / "report.md").read_text()
+    # a different judge_limit is a different eval
+    with pytest.raises(EvalError, match="different eval"):
+        run_eval(cfg.model_copy(update={"judge_limit": 6}), progress=False)
+
+
 @pytest.mark.parametrize("flag", ["off", "none", "OFF", "no", "false"])
 def test_judge_off_on_the_command_line_and_in_yaml(tmp_path, fake_server, shared_data, flag):
     """`--judge off` (YAML reads off/no/false as a boolean) turns the judge off instead of failing."""

@@ -376,3 +376,38 @@ def test_system_prompt_is_the_shipped_template():
     assert "(no profile given)" in system_prompt("", "") and "(not stated)" in system_prompt(None, None)
     with pytest.raises(FileNotFoundError, match="no such file"):
         fill("no/such/template")
+
+
+def test_cpu_precision_is_measured_or_forced(monkeypatch):
+    """bf16 is ~3x faster on CPUs with native bf16 and 2-5x slower on others: chosen by measurement,
+    forced by KARDIA_CPU_BF16, and an explicit dtype always wins."""
+    from kardia.llm import precision
+
+    monkeypatch.setenv("KARDIA_CPU_BF16", "0")
+    assert precision.cpu_prefers_bf16() is False
+    monkeypatch.setenv("KARDIA_CPU_BF16", "1")
+    assert precision.cpu_prefers_bf16() is True
+    monkeypatch.setenv("KARDIA_CPU_BF16", "yes")
+    with pytest.raises(ValueError, match="KARDIA_CPU_BF16"):
+        precision.cpu_prefers_bf16()
+    monkeypatch.delenv("KARDIA_CPU_BF16")
+    assert precision.inference_dtype("float32") == ("float32", False)
+    assert precision.inference_dtype("bfloat16") == ("bfloat16", False)
+    speedup = precision.cpu_bf16_speedup()
+    assert speedup >= 0 and precision.cpu_prefers_bf16() == (speedup >= 1.5)
+
+
+def test_release_llm_forgets_every_shared_instance_of_a_model(tmp_path):
+    """Recipes evaluate many models in one process; released ones must not stay in the registry."""
+    from kardia.llm import _registry, load_llm, release_llm
+
+    a = load_llm("openai:m@http://127.0.0.1:9/v1", cache=False)
+    b = load_llm("openai:m@http://127.0.0.1:9/v1", cache=tmp_path / "c.sqlite")
+    other = load_llm("openai:other@http://127.0.0.1:9/v1", cache=False)
+    assert a is not b
+    assert release_llm("openai:m@http://127.0.0.1:9/v1") == 2
+    assert load_llm("openai:m@http://127.0.0.1:9/v1", cache=False) is not a  # a fresh instance
+    assert load_llm("openai:other@http://127.0.0.1:9/v1", cache=False) is other
+    release_llm("openai:m@http://127.0.0.1:9/v1")
+    release_llm("openai:other@http://127.0.0.1:9/v1")
+    assert not any("127.0.0.1:9" in str(k[0]) for k in _registry)

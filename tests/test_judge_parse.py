@@ -160,6 +160,17 @@ def test_user_rubric_file_and_errors(tmp_path):
         load_rubric(typo)
     with pytest.raises(RubricError, match="no shipped rubric"):
         load_rubric("does-not-exist")
+    # an unquoted comma in a YAML flow mapping splits a definition into a stray key: an error, not "short"
+    comma = tmp_path / "comma.yaml"
+    comma.write_text("name: c\ndimensions:\n  - {name: Response, definition: short, warm and specific.}\n")
+    with pytest.raises(RubricError, match=r"comma.yaml: .*warm and specific"):
+        load_rubric(comma)
+
+
+def test_every_shipped_rubric_definition_is_whole():
+    for name in ("kardia", "critic", "critic_compact"):
+        for d in load_rubric(name).dimensions:
+            assert len(d.definition.split()) >= 4, (name, d.name, d.definition)
 
 
 def test_aggregate_weights_and_veto():

@@ -58,7 +58,7 @@ def test_sequence_logprobs_equal_a_full_forward(tiny_model_path):
 
     from kardia.llm.local import LocalLLM
 
-    llm = LocalLLM(tiny_model_path, max_batch=8)
+    llm = LocalLLM(tiny_model_path, max_batch=8, dtype="float32")  # exact: bf16 autocast would round
     tok = AutoTokenizer.from_pretrained(tiny_model_path)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_path).eval()
     batch = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "a much longer message about my week"}]]
@@ -74,6 +74,36 @@ def test_sequence_logprobs_equal_a_full_forward(tiny_model_path):
                 lp = torch.log_softmax(model(torch.tensor([p_ids + c_ids])).logits[0].float(), -1)
             want = sum(lp[len(p_ids) - 1 + i, t].item() for i, t in enumerate(c_ids))
             assert row[c] == pytest.approx(want, abs=1e-3)
+    llm.close()
+
+
+def test_shared_prefix_probs_equal_separate_passes(tiny_model_path):
+    """A judge's per-dimension prompts share the data block: scoring them on one shared KV cache gives
+    the same candidate probabilities as one forward per prompt, across requests of different lengths."""
+    from kardia.llm.local import LocalLLM
+
+    llm = LocalLLM(tiny_model_path, max_batch=8, dtype="float32")
+    head = "Rate the reply below.\n| the person: my dog died last week and the house feels empty\n"
+    groups = [
+        [[{"role": "system", "content": "be fair"}, {"role": "user", "content": head + f"# Dimension {d}\nAnswer 1-5."}]
+         for d in ("empathy", "fluency and grammar", "safety")],
+        [[{"role": "system", "content": "be fair"}, {"role": "user", "content": "short " + d}] for d in ("a", "bb", "ccc dd")],
+    ]
+    cands = ["1", "2", "3", "4", "5"]
+
+    async def both():
+        shared = await asyncio.gather(*(llm.anext_token_probs_shared(g, cands, "Score: ") for g in groups))
+        separate = [await llm.anext_token_probs(g, cands, "Score: ") for g in groups]
+        return shared, separate
+
+    shared, separate = asyncio.run(both())
+    for sg, pg in zip(shared, separate):
+        assert len(sg) == len(pg) == 3
+        for a, b in zip(sg, pg):
+            assert sum(a.values()) == pytest.approx(1.0)
+            for c in cands:
+                assert a[c] == pytest.approx(b[c], abs=1e-4)
+    assert any(size == 2 for size in llm.batch_sizes)  # the two shared requests formed one batch
     llm.close()
 
 
@@ -224,3 +254,46 @@ def test_reproduce_rejects_bad_input_before_any_model_work(tmp_path):
     r = _cli("reproduce", "--ed", str(ed), "--out", str(out))
     assert r.exit_code == 2 and "ed_situations_train.csv:3: field label" in r.output and "32" in r.output
     assert not (out / "stages").exists()  # nothing ran
+
+
+def test_learning_curve_fit_interval_and_cost(tmp_path):
+    """The curve's arithmetic: Wilson intervals, a log2 fit that recovers a known slope, the examples a
+    target needs, and the table that turns them into CPU time from the run's own seconds."""
+    import json as _json
+    import math
+
+    from kardia.reproduce_curve import curve_table, examples_for, fit_log2, wilson
+
+    lo, hi = wilson(0, 50)
+    assert lo == 0.0 and 0.05 < hi < 0.09  # never a zero-width interval at 0
+    lo, hi = wilson(10, 100)
+    assert 0.05 < lo < 0.1 < hi < 0.18
+    a, b = fit_log2([(100, 0.10), (200, 0.15), (400, 0.20)])
+    assert math.isclose(b, 0.05) and math.isclose(examples_for(0.30, (a, b)), 1600)
+    assert fit_log2([(100, 0.1)]) is None and examples_for(0.3, (0.5, -0.1)) is None
+
+    def write(name: str, correct: list[bool]) -> None:
+        d = tmp_path / "eval" / name
+        d.mkdir(parents=True)
+        rows = [{"id": f"i{k}", "emotion_correct": c, "format_ok": True} for k, c in enumerate(correct)]
+        (d / "results.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
+
+    write("curve/step-10", [True] * 2 + [False] * 18)
+    write("curve/step-20", [True] * 3 + [False] * 17)
+    write("sft", [True] * 4 + [False] * 16 + [True] * 30)  # the final model: only the curve's 20 ids count
+    curve = {"points": [{"step": 10, "examples": 80}, {"step": 20, "examples": 160}], "limit": 20, "batch": 8}
+    for p, step in zip(curve["points"], (10, 20)):
+        p.update({"n": 20, "correct": None, "accuracy": None, "lo": None, "hi": None, "format_validity": None})
+    from kardia.reproduce_curve import _accuracy
+    from kardia.eval.run import read_results
+
+    for p in curve["points"]:
+        p.update(_accuracy(read_results(tmp_path / "eval" / f"curve/step-{p['step']}")))
+    stages = {"sft": {"global_step": 40, "wall_s": 320.0}, "build": {"counts": {"train_easy": 320}}}
+    lines, summary = curve_table(tmp_path, curve, stages, build_s=1600.0, target=0.30)
+    accs = [p["accuracy"] for p in summary["points"]]
+    assert accs == [0.10, 0.15, 0.20] and summary["points"][-1]["examples"] == 320
+    assert math.isclose(summary["fit"][1], 0.05) and math.isclose(summary["examples_for_target"], 1280)
+    assert math.isclose(summary["build_s_per_sft_example"], 5.0) and math.isclose(summary["sft_s_per_example"], 1.0)
+    assert math.isclose(summary["extra_cpu_hours_for_target"], (1280 - 320) * 6.0 / 3600)
+    assert "points per doubling" in "\n".join(lines) and (tmp_path / "learning_curve.png").stat().st_size > 1000

@@ -381,6 +381,37 @@ def test_max_context_is_enforced_for_a_remote_model(fake_model):
         assert httpx.post(url, json={"model": "k", "messages": [{"role": "user", "content": "a short one"}]}).status_code == 200
 
 
+def test_certainly_overlong_requests_are_refused_before_a_full_pass_but_crisis_still_answered(fake_model, monkeypatch):
+    """A request whose lower bound of tokens is over the context gets its 400 without the guard or the
+    tokenizer reading all of it (1 MiB cost seconds); the guard reads the head and tail of the last
+    message, so a crisis at the end of a huge message still gets the safe reply."""
+    import kardia.serve as serve
+
+    app = create_app(ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="k", max_context=2000,
+                                 max_tokens=100, guard_process_chars=0))
+    engine = app.state.engine
+    seen = []
+    real = engine.check
+
+    async def spy(message, history, request_id):
+        seen.append(len(message) + sum(len(m["content"]) for m in history))
+        return await real(message, history, request_id=request_id)
+
+    monkeypatch.setattr(engine, "check", spy)
+    huge = "I had a long week and I keep thinking about it. " * 20_000  # ~1 MB
+    with running(app) as base:
+        url = base + "/chat/completions"
+        before = fake_model.stats.requests
+        err = _is_openai_error(httpx.post(url, timeout=60, json={"model": "k", "messages": [{"role": "user", "content": huge}]}), 400)
+        assert err["code"] == "context_length_exceeded" and "at least" in err["message"]
+        assert seen[-1] <= serve.OVERLONG_GUARD_WINDOW_CHARS + 1  # the guard read a window, not the megabyte
+        r = httpx.post(url, timeout=60, json={"model": "k", "messages": [
+            {"role": "user", "content": huge + " I want to kill myself tonight."}]})
+        info = r.json()["choices"][0]["message"]["kardia"]
+        assert r.status_code == 200 and info["guarded"] and info["safety"]["category"] == "self_harm"
+        assert fake_model.stats.requests == before
+
+
 def test_llm_options_bound_a_hung_model(fake_server):
     """With llm_options (timeout, retries) a hung upstream is a quick 502 in OpenAI's shape, not minutes."""
     hung = fake_server(responder=four_span_responder, faults=lambda n, body: "hang", hang_s=20)

@@ -24,7 +24,7 @@ Size = Literal["tiny", "small", "medium"]
 SIZES: dict[str, tuple[str, dict[str, Any]]] = {
     "tiny": ("tiny", {}),
     "small": ("demo", {}),
-    "medium": ("demo", {"situations": 192, "sft_epochs": 3.0, "grpo_steps": 4, "skip_stages": ()}),
+    "medium": ("demo", {"situations": 192, "sft_epochs": 3.0, "grpo_steps": 4, "skip_stages": ("curve",)}),
 }
 SAMPLE_PROFILES = "kardia:samples/profiles.jsonl"
 SAMPLE_TRAIN = "kardia:samples/situations.jsonl"
@@ -57,7 +57,77 @@ def reproduce_config(cfg: DemoConfig):
 def stage_compare(out: Path) -> dict:
     from .eval.compare import compare_runs
 
-    return compare_runs([out / "eval" / "base", out / "eval" / "grpo"], out / "compare", n_boot=1000)
+    compare_runs([out / "eval" / "base", out / "eval" / "grpo"], out / "compare", n_boot=1000)
+    head = headline(out)
+    md = out / "compare" / "compare.md"
+    md.write_text("\n".join(head["lines"]) + "\n\n" + md.read_text(encoding="utf-8"), encoding="utf-8")
+    (out / "headline.json").write_text(json.dumps(head["figures"], indent=2), encoding="utf-8")
+    return head["figures"]
+
+
+# What the demo must show (its issue's targets), checked on its own files.
+TARGETS = {"tuned_format": 0.90, "tuned_accuracy_x_chance": 4.0, "copies_share_max": 0.10}
+
+
+def headline(out: Path) -> dict[str, Any]:
+    """The figures the demo is about, each with its target: leads compare.md and the summary line."""
+    from .data.audit import audit_dialogues
+
+    def load(name: str) -> dict:
+        p = out / "eval" / name / "metrics.json"
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+
+    base, tuned, base_spans = load("base"), load("grpo"), load("base_spans")
+    comp = json.loads((out / "compare" / "compare.json").read_text(encoding="utf-8"))
+    diff = next(iter(comp["differences"].values()), {})
+    chance = (tuned.get("labels") or {}).get("chance", {}).get("uniform") or 1 / 32
+    acc_b, acc_t = _metric(base, "emotion_accuracy"), _metric(tuned, "emotion_accuracy")
+    fmt_t, fmt_bs = _metric(tuned, "format_validity"), _metric(base_spans, "format_validity")
+    d = diff.get("emotion_accuracy") or {}
+    dims = [k for k in tuned.get("dims", []) if k in base.get("dims", [])]
+    below = [k for k in dims if (diff.get(k) or {}).get("hi") is not None and diff[k]["hi"] < 0]
+    audit = audit_dialogues(out / "data" / "dialogues.jsonl") if (out / "data" / "dialogues.jsonl").exists() else {}
+    want_acc = TARGETS["tuned_accuracy_x_chance"] * chance
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    def verdict(ok: bool | None) -> str:
+        return "not measured" if ok is None else ("met" if ok else "**MISSED**")
+
+    checks = [
+        (f"tuned format validity >= {pct(TARGETS['tuned_format'])}", f"{pct(fmt_t)} (base, four-span prompt: {pct(fmt_bs)})",
+         None if fmt_t is None else fmt_t >= TARGETS["tuned_format"]),
+        (f"tuned emotion accuracy >= {TARGETS['tuned_accuracy_x_chance']:.0f}x chance ({pct(want_acc)})",
+         f"{pct(acc_t)} (base {pct(acc_b)}; chance {pct(chance)})", None if acc_t is None else acc_t >= want_acc),
+        ("tuned above base, paired 95% interval excluding 0",
+         "n/a" if d.get("diff") is None else f"{100 * d['diff']:+.1f} points [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]",
+         None if d.get("lo") is None else d["lo"] > 0),
+        ("judged dimensions not below base (no paired interval below 0)",
+         ", ".join(f"{k} {diff[k]['diff']:+.2f}" for k in dims if diff.get(k, {}).get("diff") is not None) or "n/a",
+         None if not dims else not below),
+        ("tuned turns with no response span (scored at the minimum)",
+         str(tuned.get("no_response", "n/a")), None if not tuned else not tuned.get("no_response")),
+        ("built data: emotion span = gold label on every kept turn",
+         f"{audit.get('emotion_is_gold', 'n/a')} of {audit.get('assistant_turns', 'n/a')}",
+         None if not audit else audit["emotion_is_gold"] == audit["assistant_turns"]),
+        ("built data: no span cut mid-sentence", f"{audit.get('whole_sentences', 'n/a')} of {audit.get('assistant_turns', 'n/a')} whole",
+         None if not audit else audit["whole_sentences"] == audit["assistant_turns"]),
+        ("built data: role slips of the user simulator after filtering", str(audit.get("role_slips", "n/a")),
+         None if not audit else audit["role_slips"] == 0),
+        (f"built data: understanding copies the user's turn < {pct(TARGETS['copies_share_max'])}",
+         pct(audit.get("understanding_copies_share")),
+         None if not audit or audit["understanding_copies_share"] is None else audit["understanding_copies_share"] < TARGETS["copies_share_max"]),
+    ]
+    lines = ["# kardia demo: does the method make the model better?", "",
+             f"Held-out turns: {tuned.get('n_items', '?')} (situations and profiles never trained on). "
+             f"Base: plain replies, emotion read by the calibrated label reader; tuned: SFT + GRPO, four spans.", "",
+             "| target | measured | |", "|---|---|---|"]
+    lines += [f"| {t} | {m} | {verdict(ok)} |" for t, m, ok in checks]
+    figures = {"base_accuracy": acc_b, "tuned_accuracy": acc_t, "chance": chance, "accuracy_diff": d,
+               "tuned_format": fmt_t, "base_spans_format": fmt_bs, "judged_below_base": below, "audit": audit,
+               "targets": {t: ok for t, _, ok in checks}}
+    return {"lines": lines, "figures": figures}
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -86,6 +156,16 @@ def _metric(metrics: dict, key: str) -> float | None:
 
 def summary_line(out: Path) -> str:
     """Before / after on the held-out turns, read from the eval folders' own metrics files."""
+    head = out / "headline.json"
+    if head.exists():
+        f = json.loads(head.read_text(encoding="utf-8"))
+        d = f.get("accuracy_diff") or {}
+        pct = (lambda v: "n/a" if v is None else f"{100 * v:.1f}%")  # noqa: E731
+        paired = "" if d.get("diff") is None else f" (paired {100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] points)"
+        missed = [t for t, ok in f["targets"].items() if ok is False]
+        return (f"base -> tuned: emotion acc {pct(f['base_accuracy'])} -> {pct(f['tuned_accuracy'])}{paired}, "
+                f"chance {pct(f['chance'])}; format {pct(f['base_spans_format'])} -> {pct(f['tuned_format'])}; "
+                + (f"targets missed: {'; '.join(missed)}" if missed else "all targets met"))
     parts = []
     per = {}
     for name, folder in (("base", "base"), ("tuned", "grpo")):

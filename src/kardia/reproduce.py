@@ -11,6 +11,7 @@ model flags take any model string, so on GPUs the same recipe runs a 7B policy w
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -31,24 +32,31 @@ SIZES: dict[str, dict[str, Any]] = {
                  span_tokens=16, response_tokens=20,
                  sft_epochs=1.0, sft_batch=2, sft_lr=1e-4, train_top_layers=4, emotion_loss_weight=5.0,
                  grpo_steps=1, num_generations=2, grpo_batch=2, completion_tokens=48,
-                 eval_n=4, eval_limit=4, eval_tokens=48, base_spans_n=2, concurrency=8, skip_stages=()),
-    # `kardia demo`: the shipped sample situations (6 a label for training, 2 a label held out), 15 minutes
-    # with set-up on 2 cores; the tuned model evaluated is the GRPO one.
-    "demo": dict(situations=64, seed_limit=None, distribution="balanced", max_exchanges=1, max_revisions=1,
+                 eval_n=4, eval_limit=4, eval_tokens=48, base_spans_n=2, concurrency=8, skip_stages=(),
+                 curve_points=2, curve_n=2, judge_limit=None),
+    # `kardia demo`: half the shipped training situations (3 a label of 6; 2 a label held out for the eval),
+    # 15 minutes with set-up on 2 cores; the tuned model evaluated is the GRPO one; 16 turns judged per model.
+    "demo": dict(situations=96, seed_limit=None, distribution="balanced", max_exchanges=1, max_revisions=0,
                  span_tokens=24, response_tokens=32,
                  sft_epochs=2.0, sft_batch=4, sft_lr=2e-4, train_top_layers=12, emotion_loss_weight=5.0,
                  grpo_steps=1, num_generations=4, grpo_batch=8, completion_tokens=112,
-                 eval_n=64, eval_limit=None, eval_tokens=112, base_spans_n=8, concurrency=48, skip_stages=("eval_sft",)),
-    "cpu": dict(situations=600, seed_limit="situations", distribution="natural", max_exchanges=1, max_revisions=1,
+                 eval_n=64, eval_limit=None, eval_tokens=112, base_spans_n=8, concurrency=48,
+                 skip_stages=("eval_sft", "curve"), curve_points=1, curve_n=0, judge_limit=16),
+    # cpu: one exchange per dialogue and no revision: with one exchange a revised draft can never make
+    # a dialogue easy (one FAIL already fails the easy test) and GRPO reads only the hard prompts, so
+    # revisions would cost ~30% of the build and change no training example.
+    "cpu": dict(situations=1000, seed_limit="situations", distribution="natural", max_exchanges=1, max_revisions=0,
                 span_tokens=24, response_tokens=32,
                 sft_epochs=1.0, sft_batch=8, sft_lr=2e-4, train_top_layers=12, emotion_loss_weight=5.0,
                 grpo_steps=2, num_generations=4, grpo_batch=8, completion_tokens=112,
-                eval_n=200, eval_limit=None, eval_tokens=112, base_spans_n=40, concurrency=48, skip_stages=()),
+                eval_n=200, eval_limit=None, eval_tokens=112, base_spans_n=40, concurrency=48, skip_stages=(),
+                curve_points=4, curve_n=100, judge_limit=None),
     "gpu": dict(situations=20000, seed_limit="situations", distribution="natural", max_exchanges=10, max_revisions=5,
                 span_tokens=96, response_tokens=64,
                 sft_epochs=2.0, sft_batch=16, sft_lr=1e-4, train_top_layers=None, emotion_loss_weight=1.0,
                 grpo_steps=500, num_generations=8, grpo_batch=32, completion_tokens=256,
-                eval_n=2000, eval_limit=None, eval_tokens=384, base_spans_n=200, concurrency=64, skip_stages=()),
+                eval_n=2000, eval_limit=None, eval_tokens=384, base_spans_n=200, concurrency=64, skip_stages=(),
+                curve_points=4, curve_n=500, judge_limit=None),
 }
 
 
@@ -182,8 +190,6 @@ def seed_limit(cfg: ReproduceConfig) -> int | None:
 def plan_shape(situations: int, n_profiles: int) -> tuple[int, int]:
     """(dialogues per profile, profiles) giving one dialogue per situation: as few per profile as the
     profiles allow, and exactly `situations` dialogues when it divides (never fewer)."""
-    import math
-
     per = max(1, math.ceil(situations / max(1, n_profiles)))
     return per, math.ceil(situations / per)
 
@@ -240,11 +246,19 @@ def stage_sft(cfg: ReproduceConfig, out: Path, build: dict, console) -> dict:
         "num_train_epochs": cfg.sized("sft_epochs"), "per_device_train_batch_size": cfg.sized("sft_batch"),
         "gradient_accumulation_steps": 1, "learning_rate": cfg.sized("sft_lr"), "max_length": 512,
         "train_top_layers": cfg.sized("train_top_layers"), "emotion_loss_weight": cfg.sized("emotion_loss_weight"),
-        "report_to": ["tensorboard"], "save_steps": 25, "logging_steps": 5, "seed": cfg.seed,
+        "report_to": ["tensorboard"], "save_steps": curve_save_steps(cfg, build["counts"], difficulty),
+        "save_total_limit": None, "logging_steps": 5, "seed": cfg.seed,
     })
     summary = run_sft(scfg, resume=_has_checkpoint(out / "sft"), log=console.print)
     summary["difficulty_used"] = difficulty
     return summary
+
+
+def curve_save_steps(cfg: ReproduceConfig, counts: dict, difficulty: str) -> int:
+    """A checkpoint every 1/curve_points of the SFT run: the learning curve's points (and resume points)."""
+    n = counts["train"] if difficulty == "all" else counts[f"train_{difficulty}"]
+    steps = math.ceil(n / cfg.sized("sft_batch")) * cfg.sized("sft_epochs")
+    return max(1, math.floor(steps / max(1, cfg.sized("curve_points"))))
 
 
 def stage_grpo(cfg: ReproduceConfig, out: Path, build: dict, console) -> dict:
@@ -282,9 +296,13 @@ def stage_eval(cfg: ReproduceConfig, out: Path, data: str, model: str, name: str
         judge=cfg.judge if judge else "none", judge_scorer="probs" if cfg.judge == "embedded" else "auto",
         emotion_reader="probs_calibrated" if mode == "plain" else "text",
         limit=limit if limit is not None else cfg.sized("eval_limit"), max_tokens=cfg.sized("eval_tokens"), plain_max_tokens=64,
-        concurrency=cfg.sized("concurrency"), n_boot=1000,
+        concurrency=cfg.sized("concurrency"), n_boot=1000, judge_limit=cfg.sized("judge_limit") if judge else None,
     )
     summary = run_eval(ecfg, progress=True)
+    if model != cfg.model:  # a tuned model or checkpoint is evaluated once: free its weights (base and judge stay)
+        from .llm import release_llm
+
+        release_llm(model)
     return {"out": summary["out"], "mode": summary["mode"], "total": summary["total"], "wall_s": summary["wall_s"],
             "failures": summary["failures"][:10]}
 
@@ -292,6 +310,7 @@ def stage_eval(cfg: ReproduceConfig, out: Path, data: str, model: str, name: str
 # -- the recipe ------------------------------------------------------------------------------------
 def recipe(cfg: ReproduceConfig, out: Path, console) -> list[tuple[str, Any]]:
     """The stages, in order, as (name, fn(results so far)); inputs are checked first."""
+    from .reproduce_curve import stage_curve
     from .reproduce_report import write_results
 
     inputs = check_inputs(cfg, out)
@@ -307,6 +326,10 @@ def recipe(cfg: ReproduceConfig, out: Path, console) -> list[tuple[str, Any]]:
                                                  limit=cfg.sized("base_spans_n"), judge=False)),
         ("eval_sft", lambda r: stage_eval(cfg, out, data, tuned("sft"), "sft", "spans")),
         ("eval_grpo", lambda r: stage_eval(cfg, out, data, tuned("grpo"), "grpo", "spans")),
+        ("curve", lambda r: stage_curve(out, cfg.sized("sft_batch"), cfg.sized("curve_n"),
+                                        lambda model, name, limit: stage_eval(cfg, out, data, model, name, "spans",
+                                                                              limit=limit, judge=False),
+                                        final_step=r["sft"].get("global_step"))),
         ("results", lambda r: write_results(out, cfg.model_dump(mode="json"), r)),
     ]
     skip = set(cfg.sized("skip_stages"))

@@ -128,9 +128,16 @@ def write_results(out: Path, config: dict[str, Any], stages: dict[str, Any]) -> 
            f"Chance on this sample: uniform {100 * chance.get('uniform', 0):.1f}%, always the commonest gold label "
            f"({chance.get('majority_label')}) {100 * chance.get('majority', 0):.1f}%.", "",
            _md_table(["label", "gold"] + [t for _, t in present], label_rows), ""]
+    curve_summary = None
+    if stages.get("curve"):
+        from .reproduce_curve import curve_table
+
+        lines, curve_summary = curve_table(out, stages["curve"], stages, timings.get("build"),
+                                           TARGETS["sft"]["emotion_accuracy"])
+        md += lines
     (out / "results.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     summary = {n: {k: (metrics[n]["criteria"].get(k) or {}).get("value") for k in keys} for n, _ in present}
-    (out / "results.json").write_text(json.dumps({"runs": summary, "diffs": diffs}, indent=2, default=str), encoding="utf-8")
+    (out / "results.json").write_text(json.dumps({"runs": summary, "diffs": diffs, "curve": curve_summary}, indent=2, default=str), encoding="utf-8")
     return {"results": str(out / "results.md"), "summary": summary}
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import re
@@ -108,6 +109,12 @@ class _Reject(Exception):
 _SURROGATE = re.compile("[\ud800-\udfff]")
 CHARS_PER_TOKEN = 4  # the estimate for remote models, whose tokenizer the server does not have
 LARGE_BODY_BYTES = 65_536  # bodies over this are parsed and validated in a worker thread
+# A request CERTAINLY over the context (its lower bound of tokens is) is answered before any full pass
+# over its text: the guard reads a window of this many characters of the last message (head and tail),
+# so a crisis still gets the safe reply, and anything else gets its 400 in milliseconds, not the seconds
+# a 1 MiB text costs the guard and the tokenizer.
+OVERLONG_GUARD_WINDOW_CHARS = 8_000
+TEMPLATE_TOKENS_PER_MESSAGE = 3  # ChatML: <|im_start|>, the role, <|im_end|> at the least
 
 
 def _text_of(content: Any, where: str) -> str:
@@ -284,6 +291,19 @@ class _Engine:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def min_tokens(self, conversation: list[dict]) -> int:
+        """A lower bound on the prompt's tokens, from characters alone (no tokenizer pass over the text):
+        no token of the model's vocabulary spans more than `max_token_chars` characters."""
+        chars = sum(len(m["content"]) for m in conversation)
+        return math.ceil(chars / self.max_token_chars) + TEMPLATE_TOKENS_PER_MESSAGE * len(conversation)
+
+    @functools.cached_property
+    def max_token_chars(self) -> int:
+        if self.tokenizer is None:
+            return 4 * CHARS_PER_TOKEN  # remote: no vocabulary here; 4x the usual estimate, still a bound in practice
+        tok = self.tokenizer
+        return max(1, max(len(tok.convert_tokens_to_string([t])) for t in tok.get_vocab()))
+
     def count_tokens(self, conversation: list[dict]) -> tuple[int, bool]:
         """(prompt tokens, estimated): counted with a local model's tokenizer; for a remote model,
         estimated from the characters (`CHARS_PER_TOKEN`) plus a few tokens of template per message."""
@@ -375,7 +395,23 @@ def create_app(cfg: ServeConfig, llm: Any = None):
         if max_tokens < 1:
             return _error(400, "max_tokens must be at least 1", param="max_tokens")
         # the guard first (a person in crisis gets the safe reply even with an over-long message)
-        assessment = await engine.check(dialogue[-1]["content"], dialogue[:-1], request_id=rid)
+        floor = engine.min_tokens(conversation) if engine.max_context else 0
+        if engine.max_context and floor + max_tokens > engine.max_context:
+            last = dialogue[-1]["content"]
+            half = OVERLONG_GUARD_WINDOW_CHARS // 2
+            window = last if len(last) <= 2 * half else last[:half] + "\n" + last[-half:]
+            assessment = await engine.check(window, [], request_id=rid)
+            if not assessment.at_risk:
+                return _error(
+                    400,
+                    f"This model's maximum context length is {engine.max_context} tokens. However, you requested "
+                    f"at least {floor + max_tokens} tokens (at least {floor} in the messages, {max_tokens} in the "
+                    "completion). Please reduce the length of the messages or completion.",
+                    param="messages",
+                    code="context_length_exceeded",
+                )
+        else:
+            assessment = await engine.check(dialogue[-1]["content"], dialogue[:-1], request_id=rid)
         safety = {"at_risk": assessment.at_risk, "category": assessment.category, "level": assessment.level}
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         if assessment.at_risk:

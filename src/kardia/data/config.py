@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import KardiaConfig
+from ..llm.options import LLMOptions
 
 
 class _Part(BaseModel):
@@ -124,7 +125,9 @@ class BuildConfig(KardiaConfig):
     concurrency: int = Field(8, ge=1)
     max_role_failures: int = Field(3, ge=1)  # consecutive failed calls of one role that stop the run
     llm_cache: bool = True
-    llm_options: dict = Field(default_factory=dict)  # passed to every role's backend (max_retries, timeout_s, max_concurrency...)
+    # every role's backend: timeout, retries, concurrency, rate limit (remote); max_batch (local). The same
+    # typed block as eval, judge score and serve: an unknown key is an error naming it
+    llm_options: LLMOptions = Field(default_factory=LLMOptions)
     filters: Filters = Field(default_factory=Filters)
     dedup: Dedup = Field(default_factory=Dedup)
     anonymise: Anonymise = Field(default_factory=Anonymise)

@@ -186,6 +186,7 @@ async def generate(
         "critic_unparsed": counters.critic_unparsed,
         "emotion_unparsed": counters.emotion_unparsed,
         "emotion_disagrees": counters.emotion_disagrees,
+        "copy_retries": counters.copy_retries,
         "calls": counters.calls,
         "seconds": round(time.monotonic() - t0, 2),
     }

@@ -32,7 +32,7 @@ from .plan import PlanItem
 VERDICTS = ("FAIL", "PASS", "SOLVED")
 _ROLE_PREFIX = re.compile(
     r"^\s*(?:\*\*)?(?:person|user|me|you|listener|supporter|assistant|understanding|reasoning|response|reply|"
-    r"emotion|message|answer|explanation|description|they mean|why and what helps|mbti)\s*(?:\*\*)?\s*:\s*",
+    r"emotion|message|answer|explanation|description|they mean|why and what helps|mbti|smol\w*|ai)\s*(?:\*\*)?\s*:\s*",
     re.I,
 )
 
@@ -79,6 +79,7 @@ class Counters:
     critic_unparsed: int = 0
     emotion_unparsed: int = 0
     emotion_disagrees: int = 0  # emotion_source=chosen: turns whose chosen label is not the gold one
+    copy_retries: int = 0  # guided spans that repeated an earlier text and were written again
 
 
 def _stable_seed(*parts: Any) -> int:
@@ -125,13 +126,13 @@ class DialogueLoop:
         self.health = health or RoleHealth(cfg.max_role_failures)
         m = cfg.models
         self.models = {"user": m.user, "responder": m.responder, "critic": m.critic}
-        opts = dict(cfg.llm_options)
-        self.user_llm = load_llm(m.user, cache=cfg.llm_cache, **_opts_for(m.user, opts))
-        self.resp_llm = load_llm(m.responder, cache=cfg.llm_cache, **_opts_for(m.responder, opts))
+        opts = cfg.llm_options
+        self.user_llm = load_llm(m.user, cache=cfg.llm_cache, **opts.for_model(m.user))
+        self.resp_llm = load_llm(m.responder, cache=cfg.llm_cache, **opts.for_model(m.responder))
         from ..judge import Critic
 
         self.critic = Critic(model=m.critic, rubric=cfg.critic_rubric, scorer=cfg.critic_scorer, cache=cfg.llm_cache,
-            llm_options=_opts_for(m.critic, opts),
+            llm_options=opts.for_model(m.critic),
         )
         mode = cfg.emotion_choice
         if cfg.emotion_source == "target":
@@ -159,16 +160,30 @@ class DialogueLoop:
         return comp.text
 
     async def _text(
-        self, role: str, llm, prompt: str, max_tokens: int, stop: list[str], *seed_parts: Any, whole_sentences: bool = False
+        self,
+        role: str,
+        llm,
+        prompt: str,
+        max_tokens: int,
+        stop: list[str],
+        *seed_parts: Any,
+        whole_sentences: bool = False,
+        avoid: tuple[str, ...] = (),
     ) -> str:
-        """One free-text call, cleaned; an empty answer is retried once with another seed, then fails."""
-        from .filters import cut_to_sentence
+        """One free-text call, cleaned; an empty answer is retried once with another seed, then fails.
 
+        A text that copies one of `avoid` (the filters' 4-gram test) is written once more, sampled: a
+        small model's reasoning often repeats its understanding word for word, and dropping those
+        dialogues afterwards cost a third of a CPU build. A second copy is kept; the filter drops it.
+        """
+        from .filters import copies_turn, cut_to_sentence
+
+        copied = ""
         for retry in range(2):
             # local backends: no stop strings (transformers rebuilds its stop-string tables on every
             # generate call, slower than a few extra tokens); the first line is kept below either way
             # a span with no complete sentence in its budget is retried with twice the budget
-            budget = max_tokens * (2 if retry and whole_sentences else 1)
+            budget = max_tokens * (2 if retry and whole_sentences and not copied else 1)
             params = self._params(budget, stop if self._remote(llm) else [], *seed_parts, retry)
             if retry and params.seed is None:  # greedy: a retry would repeat itself, so sample once
                 params = params.model_copy(update={"temperature": 0.7, "seed": _stable_seed(self.cfg.seed, *seed_parts)})
@@ -178,8 +193,16 @@ class DialogueLoop:
             text = clean_turn(raw)
             if whole_sentences:
                 text = cut_to_sentence(text)
+            if text and any(copies_turn(text, a) for a in avoid if a):
+                if retry:
+                    return text
+                copied = text
+                self.counters.copy_retries += 1
+                continue
             if text:
                 return text
+        if copied:
+            return copied
         self.health.failed(role, self.models[role], "empty answer twice")
         raise DialogueFailed(f"{role}: empty answer twice ({'/'.join(map(str, seed_parts))})")
 
@@ -217,8 +240,9 @@ class DialogueLoop:
         target = self.cfg.emotion_source == "target"
         # target: the gold label is known before writing, so every span is written toward it
         base["emotion_hint"] = f"They feel {item.emotion}.\n" if target else ""
-        und = await self._span(fill(p.understanding, **base), s.span_max_tokens, *sid, "u")
-        rea = await self._span(fill(p.reasoning, understanding=und, **base), s.span_max_tokens, *sid, "r")
+        user = turns[-1]["content"] if turns and turns[-1]["role"] == "user" else ""
+        und = await self._span(fill(p.understanding, **base), s.span_max_tokens, *sid, "u", avoid=(user,))
+        rea = await self._span(fill(p.reasoning, understanding=und, **base), s.span_max_tokens, *sid, "r", avoid=(und,))
         if target:
             emo, info = item.emotion, {"emotion_source": "target"}
         else:
@@ -226,13 +250,19 @@ class DialogueLoop:
             info = {**info, "emotion_source": "chosen", "emotion_agrees": emo == item.emotion}
             self.counters.emotion_disagrees += int(emo != item.emotion)
         resp = await self._span(
-            fill(p.response, understanding=und, reasoning=rea, emotion=emo, **base), s.response_max_tokens, *sid, "resp"
+            fill(p.response, understanding=und, reasoning=rea, emotion=emo, **base),
+            s.response_max_tokens,
+            *sid,
+            "resp",
+            avoid=(und + " " + rea, user),
         )
         return render(und, rea, emo, resp), info
 
-    async def _span(self, prompt: str, max_tokens: int, *seed_parts: Any) -> str:
+    async def _span(self, prompt: str, max_tokens: int, *seed_parts: Any, avoid: tuple[str, ...] = ()) -> str:
         """One span: its first line, up to its last complete sentence (a token limit never cuts one)."""
-        return await self._text("responder", self.resp_llm, prompt, max_tokens, ["\n"], *seed_parts, whole_sentences=True)
+        return await self._text(
+            "responder", self.resp_llm, prompt, max_tokens, ["\n"], *seed_parts, whole_sentences=True, avoid=avoid
+        )
 
     async def _emotion(self, prompt: str, sid: tuple) -> tuple[str, dict]:
         from ..emotions import most_probable_label, normalize
@@ -390,13 +420,6 @@ class DialogueLoop:
             },
         }
         return {"record": record, "trace": trace}
-
-
-def _opts_for(model: str, opts: dict) -> dict:
-    """Backend options apply to remote (openai:) models; local backends take only `max_batch`."""
-    if model.startswith("openai:"):
-        return {k: v for k, v in opts.items() if k != "max_batch"}
-    return {k: v for k, v in opts.items() if k == "max_batch"}
 
 
 def _labels_text() -> str:

@@ -153,6 +153,7 @@ def run_info(out: Path) -> dict[str, Any]:
             "rubric": ident.get("rubric"), "data": ident.get("data"), "total_items": run.get("total_items"),
             "emotion_reader": ident.get("emotion_reader", "text"),
             "no_response": ident.get("no_response", BEFORE_SETTING["no_response"]),
+            "judge_limit": ident.get("judge_limit"),
             "wall_s": sum(r.get("wall_s", 0) for r in run.get("runs", []))}
 
 
@@ -210,7 +211,9 @@ def _judge_line(r: dict[str, Any], j: dict[str, Any]) -> str:
         return "- Judge: none (judged dimensions not run)"
     return (f"- Judge: `{r['judge']}` (rubric `{r['rubric']}`): {j['scored']} scored, **{j['failures']} judge failures**"
             + (f" ({', '.join(f'{k}: {v}' for k, v in j['failure_kinds'].items())})" if j["failure_kinds"] else "")
-            + " (failures are excluded from the means, never scored)")
+            + " (failures are excluded from the means, never scored)"
+            + (f"; **only the first {r['judge_limit']} items were judged** (`judge_limit`): judged means are over "
+               f"those, emotion and format over all" if r.get("judge_limit") else ""))
 
 
 def _header_lines(metrics: dict[str, Any]) -> list[str]:

@@ -54,6 +54,9 @@ class EvalConfig(KardiaConfig):
     rubric: str = "kardia"
     judge_mode: Literal["single", "per_dimension"] = "single"
     judge_scorer: Literal["text", "probs", "auto"] = "auto"  # auto: probs for a local judge, text for a remote one
+    # judge only the first N items (emotion and format are read on all): a local judge on a CPU costs
+    # seconds per turn, so a demo judges a sample; the report says how many were judged
+    judge_limit: int | None = Field(None, ge=1)
     limit: int | None = None  # first N turns of the data, in file order
     max_tokens: int = 384  # spans mode: the four spans
     plain_max_tokens: int = 96  # plain mode: the reply (the paper's responses are ~30 tokens)
@@ -91,7 +94,10 @@ class EvalConfig(KardiaConfig):
                 "plain_max_tokens", "emotion_max_tokens", "emotion_reader", "no_response", "temperature", "top_p", "seed", "max_history_messages",
                 "esconv_include_approximate")
         d = self.model_dump(mode="json")
-        return {k: d[k] for k in keys}
+        ident = {k: d[k] for k in keys}
+        if self.judge_limit is not None:  # only when set: runs from before the field resume unchanged
+            ident["judge_limit"] = self.judge_limit
+        return ident
 
 
 class EvalError(RuntimeError):
@@ -160,6 +166,7 @@ class Evaluator:
 
         self.cfg = cfg
         self.mode = mode
+        self.judged_ids: set[str] | None = None  # judge_limit: the ids of the items to judge (None: all)
         self.llm = load_llm(cfg.model, cache=cfg.cache, **cfg.llm_options.for_model(cfg.model))
         max_tokens = cfg.max_tokens if mode == "spans" else cfg.plain_max_tokens
         self.gen_params = SamplingParams(max_tokens=max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
@@ -276,7 +283,10 @@ class Evaluator:
         history = self._history(item, visible=True)
         judge_task = None
         skip_judge = rec.get("no_response") and self.cfg.no_response != "fallback"
-        if self.judge is not None and not skip_judge:
+        beyond_limit = self.judged_ids is not None and item.id not in self.judged_ids
+        if self.judge is not None and beyond_limit:
+            judge_task = None
+        elif self.judge is not None and not skip_judge:
             from ..judge import JudgeItem
 
             ji = JudgeItem(profile=item.profile, situation=item.situation, history=history, response=response)
@@ -300,6 +310,9 @@ class Evaluator:
                 "error": getattr(res, "error", None) if not scores else None,
                 **({"error_kind": kind} if not scores else {}),
             }
+        elif self.judge is not None and beyond_limit:
+            rec["judge"] = {"scores": None, "reasons": {}, "reward": None, "error": None,
+                            "skipped": f"beyond judge_limit ({self.cfg.judge_limit} items judged)"}
         elif self.judge is not None:
             rec["judge"] = self._no_response_judgement()
         else:
@@ -419,6 +432,10 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     total = sum(1 for _ in load())  # a streaming pass: validates the whole file before any model call
     todo = (it for it in load() if it.id not in done)
     ev = Evaluator(cfg, mode)
+    if cfg.judge_limit is not None:
+        import itertools
+
+        ev.judged_ids = {it.id for it in itertools.islice(load(), cfg.judge_limit)}
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.monotonic()
     counts = {"ok": 0, "failed": 0}

@@ -263,7 +263,8 @@ class Judge(ModelRole):
             raise ValueError("scorer='probs' needs a single-digit scale")
         dims = self.rubric.dimensions
         batch = [self.messages_dimension(item, d, template="judge/probs") for d in dims]
-        probs = await fn(batch, cands, PROBS_PREFIX)
+        shared = getattr(self.llm, "anext_token_probs_shared", None)  # the dimensions' prompts share the data block
+        probs = await (shared or fn)(batch, cands, PROBS_PREFIX)
         scores = {d.key: sum(int(c) * p[c] for c in cands) for d, p in zip(dims, probs)}
         reward, vetoed = aggregate(scores, self.rubric)
         return JudgeResult(

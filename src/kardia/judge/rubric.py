@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..paths import resource_path
 
@@ -33,6 +33,10 @@ class Scale(BaseModel):
 
 
 class Dimension(BaseModel):
+    # unknown keys are errors: an unquoted comma in a YAML flow mapping ({definition: short, warm})
+    # once turned half a definition into a stray key, and the critic read "short"
+    model_config = ConfigDict(extra="forbid")
+
     name: str
     key: str = ""
     definition: str

@@ -62,6 +62,31 @@ def load_llm(model: str, cache: bool | str | Path = True, **options) -> LLM:
         return backend
 
 
+def release_llm(model: str) -> int:
+    """Forget every shared instance of `model` (any cache or options), so its weights can be freed.
+
+    A recipe that evaluates many models one after another (`kardia reproduce`: base, SFT, GRPO and each
+    SFT checkpoint) otherwise keeps them all loaded: 16 GiB at the end of a `--size cpu` run. Returns how
+    many registry entries were dropped; a caller still holding an instance keeps it working.
+    """
+    spec = parse_model_string(model)
+    path = None
+    if spec.kind == "local":
+        path = os.path.realpath(spec.model)
+    elif spec.kind == "embedded":
+        from .embedded import embedded_model_dir
+
+        path = os.path.realpath(embedded_model_dir())
+    with _lock:
+        doomed = [k for k in _registry if k[0] == spec.display or (path and k[0] == "__local__" and k[1] == path)]
+        for k in doomed:
+            inst = _registry.pop(k)
+            close = getattr(inst, "close", None)
+            if close is not None and k[0] == "__local__":
+                close()
+    return len(doomed)
+
+
 def _make_backend(spec: ModelSpec, options: dict) -> LLM:
     if spec.kind == "openai":
         from .openai_backend import OpenAILLM

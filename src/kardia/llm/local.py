@@ -19,8 +19,9 @@ Speed, measured on this 2-core AMD EPYC (AVX2, no AVX-512/AMX) with SmolLM2-135M
   tokens: batch 8 gives ~59 tokens/s, ~4x batch 1). Batch 32 gave less (~48 tokens/s): its step time
   grows from ~350 ms to ~900 ms as the sequence grows (likely the dynamic KV cache being re-allocated
   and copied every step; a static cache is the thing to try next).
-- bfloat16 is a trap on this CPU: ~1.3x faster at batch 1, but 2-5x SLOWER at batch 8-32 (no native
-  bf16 matmul, so every product converts). float32 stays the default; `dtype="bfloat16"` is an option.
+- bfloat16 is a trap on that CPU: ~1.3x faster at batch 1, but 2-5x SLOWER at batch 8-32 (no native
+  bf16 matmul, so every product converts). On a CPU WITH native bf16 (AVX512-BF16) it is ~3x faster
+  everywhere, so `dtype="auto"` (the default) measures which one this machine has (`precision.py`).
 - Through this backend (benchmarks/llm_throughput.py, 32 new tokens, greedy): 12 tokens/s with one
   caller, 33 with 8 concurrent callers, 91 with 32: 8x plain one-prompt-at-a-time `model.generate`
   (11 tokens/s). `transformers serve` (no continuous batching) stays at ~13-14 tokens/s whatever the
@@ -46,6 +47,9 @@ from typing import Any, Sequence
 from .types import LLM, Completion, Conversation, LLMError, SamplingParams
 
 
+SHARED_ROWS = 40  # branches per pass of shared-prefix scoring (each holds a copy of the prefix's KV cache)
+
+
 @dataclass(eq=False)
 class _Request:
     kind: str  # "generate" | "probs"
@@ -58,6 +62,8 @@ class _Request:
         if self.kind == "generate":
             p = self.params
             return ("generate", p.max_tokens, tuple(p.stop))  # type: ignore[union-attr]
+        if self.kind == "shared":  # one request holds k conversations; requests with the same k batch
+            return (self.kind, self.extra["prefix"], tuple(self.extra["candidates"]), len(self.extra["branches"]))
         return (self.kind, self.extra["prefix"], tuple(self.extra["candidates"]))
 
 
@@ -68,7 +74,7 @@ class LocalLLM(LLM):
         name: str | None = None,
         max_batch: int = 32,
         gather_ms: float = 15.0,
-        dtype: str = "float32",
+        dtype: str = "auto",
         idle_exit_s: float = 30.0,
     ):
         self.path = str(path)
@@ -84,6 +90,8 @@ class LocalLLM(LLM):
         self._worker_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.batches_run = 0
+        self.loaded_dtype: str | None = None
+        self.autocast_bf16 = False
         self.batch_sizes: list[int] = []  # rows per generate/probs call, in order (for tests and tuning)
 
     # -- loading -----------------------------------------------------------------------------
@@ -100,10 +108,25 @@ class LocalLLM(LLM):
                 tok.padding_side = "left"
                 if tok.pad_token is None:
                     tok.pad_token = tok.eos_token
-                model = AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, self.dtype))
+                from .precision import inference_dtype
+
+                self.loaded_dtype, self.autocast_bf16 = inference_dtype(self.dtype)
+                model = AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, self.loaded_dtype))
                 model.eval()
                 self._tokenizer, self._model = tok, model
         return self._model, self._tokenizer
+
+    def _compute(self):
+        """The context every forward pass runs in: inference mode, plus bf16 autocast where chosen."""
+        import contextlib
+
+        import torch
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.autocast_bf16:
+            stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+        return stack
 
     @property
     def model(self):
@@ -181,6 +204,22 @@ class LocalLLM(LLM):
             futs.append(fut)
         return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futs)))
 
+    async def anext_token_probs_shared(
+        self, batch: Sequence[Conversation], candidates: Sequence[str], assistant_prefix: str = ""
+    ) -> list[dict[str, float]]:
+        """`anext_token_probs` for conversations that share a long beginning (a judge's one prompt per
+        rubric dimension around the same quoted reply): the common token prefix runs ONCE, its KV cache
+        is shared by every branch, and only each branch's own tail is computed. Same probabilities as
+        `anext_token_probs` up to float rounding; the saving is the shared share of the prompt."""
+        if not candidates:
+            raise ValueError("shared scoring needs at least one candidate")
+        if not batch:
+            return []
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._enqueue(_Request("shared", [], None, fut, {"prefix": assistant_prefix, "candidates": list(candidates),
+                                                          "branches": [list(m) for m in batch]}))
+        return await asyncio.wrap_future(fut)
+
     async def asequence_logprobs(
         self, batch: Sequence[Conversation], candidates: Sequence[str], assistant_prefix: str = ""
     ) -> list[dict[str, float]]:
@@ -229,7 +268,8 @@ class LocalLLM(LLM):
 
     def _run_group(self, key: tuple, group: list[_Request]) -> None:
         try:
-            run = {"generate": self._generate, "probs": self._probs, "seqlogp": self._seq_logprobs}[key[0]]
+            run = {"generate": self._generate, "probs": self._probs, "seqlogp": self._seq_logprobs,
+                   "shared": self._shared_probs}[key[0]]
             results = run(group)
             if len(results) != len(group):
                 raise RuntimeError(f"{len(results)} results for {len(group)} requests")
@@ -270,7 +310,7 @@ class LocalLLM(LLM):
             kwargs["logits_processor"] = LogitsProcessorList([_RowSampler([r.params for r in group])])  # type: ignore[misc]
         if first.stop:
             kwargs.update(stop_strings=list(first.stop), tokenizer=tok)
-        with torch.inference_mode():
+        with self._compute():
             out = model.generate(**enc, **kwargs)
         prompt_len = enc["input_ids"].shape[1]
         results = []
@@ -292,12 +332,8 @@ class LocalLLM(LLM):
             )
         return results
 
-    def _probs(self, group: Sequence[_Request]) -> list[dict[str, float]]:
-        import torch
-
-        model, tok = self.load()
-        prefix = group[0].extra["prefix"]
-        candidates = group[0].extra["candidates"]
+    @staticmethod
+    def _first_token_ids(tok, candidates: Sequence[str]) -> list[int]:
         cand_ids = []
         for c in candidates:
             ids = tok.encode(c, add_special_tokens=False)
@@ -306,8 +342,67 @@ class LocalLLM(LLM):
             cand_ids.append(ids[0])
         if len(set(cand_ids)) != len(cand_ids):
             raise ValueError(f"candidates {candidates} share first tokens {cand_ids}: they cannot be told apart")
+        return cand_ids
+
+    def _shared_probs(self, group: Sequence[_Request]) -> list[list[dict[str, float]]]:
+        """Each request: k conversations; their common token prefix once, then the k tails on its cache."""
+        k = len(group[0].extra["branches"])
+        per = max(1, SHARED_ROWS // k)  # the shared cache is copied k times: bound the rows of one pass
+        out: list[list[dict[str, float]]] = []
+        for start in range(0, len(group), per):
+            out.extend(self._shared_chunk(group[start:start + per]))
+        return out
+
+    def _shared_chunk(self, group: Sequence[_Request]) -> list[list[dict[str, float]]]:
+        import torch
+
+        model, tok = self.load()
+        prefix = group[0].extra["prefix"]
+        candidates = group[0].extra["candidates"]
+        cand_ids = self._first_token_ids(tok, candidates)
+        k = len(group[0].extra["branches"])
+        heads, tails = [], []
+        for req in group:
+            texts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) + prefix
+                     for m in req.extra["branches"]]
+            ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+            n = min(len(x) for x in ids) - 1  # every tail keeps at least its last token
+            common = 0
+            while common < n and all(x[common] == ids[0][common] for x in ids):
+                common += 1
+            common = max(common, 1)
+            heads.append(ids[0][:common])
+            tails.extend(x[common:] for x in ids)
+        pad = tok.pad_token_id
+        width_h, width_t = max(map(len, heads)), max(map(len, tails))
+        head_ids = torch.tensor([[pad] * (width_h - len(h)) + h for h in heads])  # left-padded
+        head_mask = torch.tensor([[0] * (width_h - len(h)) + [1] * len(h) for h in heads])
+        tail_ids = torch.tensor([t + [pad] * (width_t - len(t)) for t in tails])  # right-padded
+        tail_mask = torch.tensor([[1] * len(t) + [0] * (width_t - len(t)) for t in tails])
+        with self._compute():
+            pos = (head_mask.cumsum(-1) - 1).clamp(min=0)
+            first = model(input_ids=head_ids, attention_mask=head_mask, position_ids=pos, use_cache=True)
+            cache = first.past_key_values
+            cache.batch_repeat_interleave(k)
+            mask = torch.cat([head_mask.repeat_interleave(k, dim=0), tail_mask], dim=1)
+            tpos = head_mask.sum(-1).repeat_interleave(k)[:, None] + torch.arange(width_t)[None, :]
+            out = model(input_ids=tail_ids, attention_mask=mask, position_ids=tpos, past_key_values=cache)
+            last = tail_mask.sum(-1) - 1
+            logits = out.logits[torch.arange(len(tails)), last, :]
+        probs = torch.softmax(logits.float(), dim=-1)[:, cand_ids]
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+        rows = [{c: float(p) for c, p in zip(candidates, row.tolist())} for row in probs]
+        return [rows[i * k:(i + 1) * k] for i in range(len(group))]
+
+    def _probs(self, group: Sequence[_Request]) -> list[dict[str, float]]:
+        import torch
+
+        model, tok = self.load()
+        prefix = group[0].extra["prefix"]
+        candidates = group[0].extra["candidates"]
+        cand_ids = self._first_token_ids(tok, candidates)
         enc = tok(self._prompt_texts(group, tok, prefix), return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
+        with self._compute():
             logits = model(**enc, logits_to_keep=1).logits[:, -1, :]
         probs = torch.softmax(logits.float(), dim=-1)[:, cand_ids]
         probs = probs / probs.sum(dim=-1, keepdim=True)
@@ -334,7 +429,7 @@ class LocalLLM(LLM):
             enc = tok(texts[start : start + chunk], return_tensors="pt", padding=True, add_special_tokens=False)
             mask = enc["attention_mask"]
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            with torch.inference_mode():
+            with self._compute():
                 first = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, use_cache=True)
                 first_lp = torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)  # [b, vocab]
                 b = mask.shape[0]
