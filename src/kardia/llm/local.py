@@ -10,7 +10,7 @@ happened to share its batch (up to float noise from padding), which is what make
 cacheable. A failing batch raises `LLMError` in every caller waiting on it; none is left hanging.
 The worker is a daemon thread that exits after `idle_exit_s` without work and restarts on demand.
 
-Speed, measured on this 2-core AMD EPYC (AVX2, no AVX-512/AMX) with SmolLM2-135M
+Speed, measured on an earlier 2-core AMD EPYC (AVX2, no AVX-512/AMX) with SmolLM2-135M
 (benchmarks/llm_throughput.py has the table):
 - Decoding at batch 1 is memory-bandwidth bound: every token streams all 540 MB of float32 weights
   (~70 ms/token, ~14 tokens/s). One vs two torch threads makes no difference; sdpa vs eager
