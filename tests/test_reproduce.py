@@ -262,7 +262,8 @@ def test_learning_curve_fit_interval_and_cost(tmp_path):
     import json as _json
     import math
 
-    from kardia.reproduce_curve import curve_table, examples_for, fit_log2, wilson
+    from kardia.eval.metrics import wilson
+    from kardia.reproduce_curve import curve_table, examples_for, fit_log2
 
     lo, hi = wilson(0, 50)
     assert lo == 0.0 and 0.05 < hi < 0.09  # never a zero-width interval at 0

@@ -35,7 +35,7 @@ SIZES: dict[str, dict[str, Any]] = {
                  eval_n=4, eval_limit=4, eval_tokens=48, base_spans_n=2, concurrency=8, skip_stages=(),
                  curve_points=2, curve_n=2, judge_limit=None),
     # `kardia demo`: half the shipped training situations (3 a label of 6; 2 a label held out for the eval),
-    # 15 minutes with set-up on 2 cores; the tuned model evaluated is the GRPO one; 16 turns judged per model.
+    # 15 minutes with set-up on 2 cores; the tuned model evaluated is the GRPO one; 12 turns judged per model.
     "demo": dict(situations=96, seed_limit=None, distribution="balanced", max_exchanges=1, max_revisions=0,
                  span_tokens=24, response_tokens=32,
                  # ~40 easy dialogues: 5 passes, because the format needs ~200-300 example passes to take
@@ -93,10 +93,8 @@ def check_inputs(cfg: ReproduceConfig, out: Path) -> dict[str, Any]:
     """Every input read once, streaming: a bad file fails here, naming file, line and field."""
     from .data.engine import input_path
     from .data.profiles import load_profiles
-    from .data.seeds import ed_seeds
+    from .data.seeds import ed_seeds, load_seeds
     from .eval.loaders import load_items
-
-    from .data.seeds import load_seeds
 
     needs_ed = cfg.train_seeds is None or cfg.eval_data is None
     ed = Path(cfg.ed)
@@ -162,11 +160,12 @@ def build_config(cfg: ReproduceConfig):
     from .data.config import BuildConfig
 
     base = cfg.model
+    seed_kind, seed_path = seed_source(cfg)
     return BuildConfig.model_validate({
         "profiles": [{"kind": cfg.profiles_kind, "path": cfg.profiles}],
         # seed_limit "situations": the first N situations of the (shuffled) file, one dialogue each; None: draw
         # the dialogues from every situation of the file (`distribution` decides how)
-        "seeds": [{"kind": seed_source(cfg)[0], "path": seed_source(cfg)[1], "limit": seed_limit(cfg)}],
+        "seeds": [{"kind": seed_kind, "path": seed_path, "limit": seed_limit(cfg)}],
         "dialogues_per_profile": 1, "max_profiles": None, "distribution": cfg.sized("distribution"), "assign_mbti": True,
         "seed": cfg.seed,
         "models": {"user": cfg.user or base, "responder": cfg.responder or base, "critic": cfg.critic or base},

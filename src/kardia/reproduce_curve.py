@@ -33,23 +33,14 @@ def checkpoints(sft_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _accuracy(rows: list[dict]) -> dict[str, Any]:
+    from .eval.metrics import wilson
+
     n = len(rows)
     k = sum(bool(r.get("emotion_correct")) for r in rows)
     fmt = sum(bool(r.get("format_ok")) for r in rows)
     lo, hi = wilson(k, n)
     return {"n": n, "correct": k, "accuracy": k / n if n else None, "lo": lo, "hi": hi,
             "format_validity": fmt / n if n else None}
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
-    """95% Wilson interval of a proportion (fine at small n and near 0, unlike the normal one)."""
-    if n == 0:
-        return None, None
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
 
 
 def fit_log2(points: list[tuple[float, float]]) -> tuple[float, float] | None:

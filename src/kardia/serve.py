@@ -163,6 +163,19 @@ def _messages(raw: list) -> list[dict]:
     return out
 
 
+def _context_exceeded(max_context: int, n_prompt: int, max_tokens: int, qualifier: str = ""):
+    """OpenAI's context-length 400; `qualifier` says how the prompt's tokens are known ("about", "at least")."""
+    q = f"{qualifier} " if qualifier else ""
+    return _error(
+        400,
+        f"This model's maximum context length is {max_context} tokens. However, you requested "
+        f"{q}{n_prompt + max_tokens} tokens ({q}{n_prompt} in the messages, {max_tokens} in the "
+        "completion). Please reduce the length of the messages or completion.",
+        param="messages",
+        code="context_length_exceeded",
+    )
+
+
 def _no_constants(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
@@ -402,14 +415,7 @@ def create_app(cfg: ServeConfig, llm: Any = None):
             window = last if len(last) <= 2 * half else last[:half] + "\n" + last[-half:]
             assessment = await engine.check(window, [], request_id=rid)
             if not assessment.at_risk:
-                return _error(
-                    400,
-                    f"This model's maximum context length is {engine.max_context} tokens. However, you requested "
-                    f"at least {floor + max_tokens} tokens (at least {floor} in the messages, {max_tokens} in the "
-                    "completion). Please reduce the length of the messages or completion.",
-                    param="messages",
-                    code="context_length_exceeded",
-                )
+                return _context_exceeded(engine.max_context, floor, max_tokens, "at least")
         else:
             assessment = await engine.check(dialogue[-1]["content"], dialogue[:-1], request_id=rid)
         safety = {"at_risk": assessment.at_risk, "category": assessment.category, "level": assessment.level}
@@ -420,15 +426,7 @@ def create_app(cfg: ServeConfig, llm: Any = None):
         else:
             n_prompt, estimated = await asyncio.to_thread(engine.count_tokens, conversation)
             if engine.max_context and n_prompt + max_tokens > engine.max_context:
-                about = "about " if estimated else ""
-                return _error(
-                    400,
-                    f"This model's maximum context length is {engine.max_context} tokens. However, you requested "
-                    f"{about}{n_prompt + max_tokens} tokens ({about}{n_prompt} in the messages, {max_tokens} in the "
-                    "completion). Please reduce the length of the messages or completion.",
-                    param="messages",
-                    code="context_length_exceeded",
-                )
+                return _context_exceeded(engine.max_context, n_prompt, max_tokens, "about" if estimated else "")
             stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
             params = SamplingParams(
                 max_tokens=max_tokens,

@@ -339,6 +339,19 @@ def paired_bootstrap(
     return out
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
+    """95% Wilson interval of a proportion k/n, for small counts and rates near 0 or 1 where no
+    bootstrap or normal interval is worth much (a learning-curve point, a blind set of 55 messages).
+    (None, None) when n is 0."""
+    if n == 0:
+        return None, None
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
 def proportions_with_intervals(
     outcomes: Sequence[str], clusters: Sequence[str], categories: Sequence[str], n_boot: int = 1000, seed: int = 0
 ) -> dict[str, dict[str, Any]]:

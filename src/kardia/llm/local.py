@@ -289,7 +289,6 @@ class LocalLLM(LLM):
         return [tok.apply_chat_template(list(r.messages), add_generation_prompt=True, tokenize=False) + prefix for r in group]
 
     def _generate(self, group: Sequence[_Request]) -> list[Completion]:
-        import torch
         from transformers import LogitsProcessorList
 
         model, tok = self.load()
@@ -380,15 +379,8 @@ class LocalLLM(LLM):
         tail_ids = torch.tensor([t + [pad] * (width_t - len(t)) for t in tails])  # right-padded
         tail_mask = torch.tensor([[1] * len(t) + [0] * (width_t - len(t)) for t in tails])
         with self._compute():
-            pos = (head_mask.cumsum(-1) - 1).clamp(min=0)
-            first = model(input_ids=head_ids, attention_mask=head_mask, position_ids=pos, use_cache=True)
-            cache = first.past_key_values
-            cache.batch_repeat_interleave(k)
-            mask = torch.cat([head_mask.repeat_interleave(k, dim=0), tail_mask], dim=1)
-            tpos = head_mask.sum(-1).repeat_interleave(k)[:, None] + torch.arange(width_t)[None, :]
-            out = model(input_ids=tail_ids, attention_mask=mask, position_ids=tpos, past_key_values=cache)
-            last = tail_mask.sum(-1) - 1
-            logits = out.logits[torch.arange(len(tails)), last, :]
+            _, tail_logits = _heads_then_tails(model, head_ids, head_mask, tail_ids, tail_mask, k)
+            logits = tail_logits[torch.arange(len(tails)), tail_mask.sum(-1) - 1, :]
         probs = torch.softmax(logits.float(), dim=-1)[:, cand_ids]
         probs = probs / probs.sum(dim=-1, keepdim=True)
         rows = [{c: float(p) for c, p in zip(candidates, row.tolist())} for row in probs]
@@ -407,7 +399,6 @@ class LocalLLM(LLM):
         probs = torch.softmax(logits.float(), dim=-1)[:, cand_ids]
         probs = probs / probs.sum(dim=-1, keepdim=True)
         return [{c: float(p) for c, p in zip(candidates, row.tolist())} for row in probs]
-
 
     def _seq_logprobs(self, group: Sequence[_Request]) -> list[dict[str, float]]:
         import torch
@@ -428,18 +419,12 @@ class LocalLLM(LLM):
         for start in range(0, len(texts), chunk):
             enc = tok(texts[start : start + chunk], return_tensors="pt", padding=True, add_special_tokens=False)
             mask = enc["attention_mask"]
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            b = mask.shape[0]
+            ids = cand_ids.repeat(b, 1)  # [b*k, width]
             with self._compute():
-                first = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, use_cache=True)
-                first_lp = torch.log_softmax(first.logits[:, -1, :].float(), dim=-1)  # [b, vocab]
-                b = mask.shape[0]
-                cache = first.past_key_values
-                cache.batch_repeat_interleave(k)
-                ids = cand_ids.repeat(b, 1)  # [b*k, width]
-                full_mask = torch.cat([mask.repeat_interleave(k, dim=0), cand_mask.repeat(b, 1)], dim=1)
-                cpos = mask.sum(-1).repeat_interleave(k)[:, None] + torch.arange(width)[None, :]
-                cont = model(input_ids=ids, attention_mask=full_mask, position_ids=cpos, past_key_values=cache)
-                lp = torch.log_softmax(cont.logits.float(), dim=-1)  # [b*k, width, vocab]
+                head_logits, cont_logits = _heads_then_tails(model, enc["input_ids"], mask, ids, cand_mask.repeat(b, 1), k)
+                first_lp = torch.log_softmax(head_logits.float(), dim=-1)  # [b, vocab]
+                lp = torch.log_softmax(cont_logits.float(), dim=-1)  # [b*k, width, vocab]
             total = first_lp.repeat_interleave(k, dim=0).gather(1, ids[:, :1]).squeeze(1)
             if width > 1:
                 nxt = lp[:, :-1, :].gather(2, ids[:, 1:, None]).squeeze(2) * cand_mask[None, :, 1:].expand(b, -1, -1).reshape(b * k, -1)
@@ -447,6 +432,23 @@ class LocalLLM(LLM):
             total = total.view(b, k)
             out.extend({c: float(v) for c, v in zip(candidates, row.tolist())} for row in total)
         return out
+
+
+def _heads_then_tails(model, head_ids, head_mask, tail_ids, tail_mask, k: int):
+    """Each left-padded head runs once; its KV cache is copied k times and its k right-padded tails run on
+    the copies (rows head0-tail0..head0-tail(k-1), head1-tail0...). Returns the logits at each head's last
+    token [b, vocab] and the tails' logits [b*k, width, vocab]. What whole-label scoring (one prompt, 32
+    labels) and shared-prefix scoring (one data block, 5 dimension prompts) both are."""
+    import torch
+
+    pos = (head_mask.cumsum(-1) - 1).clamp(min=0)
+    first = model(input_ids=head_ids, attention_mask=head_mask, position_ids=pos, use_cache=True)
+    cache = first.past_key_values
+    cache.batch_repeat_interleave(k)
+    mask = torch.cat([head_mask.repeat_interleave(k, dim=0), tail_mask], dim=1)
+    tpos = head_mask.sum(-1).repeat_interleave(k)[:, None] + torch.arange(tail_ids.shape[1])[None, :]
+    out = model(input_ids=tail_ids, attention_mask=mask, position_ids=tpos, past_key_values=cache)
+    return first.logits[:, -1, :], out.logits
 
 
 class _RowSampler:
