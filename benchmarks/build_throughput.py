@@ -23,7 +23,7 @@ from pathlib import Path
 def run(concurrency: int, dialogues: int, latency: float, capacity: int, exchanges: int) -> dict:
     from kardia.data.config import BuildConfig
     from kardia.data.engine import generate, plan_for
-    from kardia.data.fake_roles import scripted_responder
+    from kardia.testing.fake_roles import scripted_responder
     from kardia.testing.fake_openai_server import FakeOpenAIServer
 
     srv = FakeOpenAIServer(responder=scripted_responder(fail_rate=0.0, solved_rate=0.0), latency_s=latency, capacity=capacity).start()

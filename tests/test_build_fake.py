@@ -1,5 +1,5 @@
 """`kardia build` end to end against the FAKE OpenAI-compatible server (real HTTP on 127.0.0.1, the
-official openai client, scripted U/A/R answers from `kardia.data.fake_roles`): resume after kill -9,
+official openai client, scripted U/A/R answers from `kardia.testing.fake_roles`): resume after kill -9,
 anonymisation, shards + merge, failing roles, unparseable critics, the CLI's dry run and errors."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 
 from kardia.data.config import BuildConfig
 from kardia.data.engine import BuildError, merge, run_build
-from kardia.data.fake_roles import scripted_responder
+from kardia.testing.fake_roles import scripted_responder
 from kardia.data.schema import DialogueRecord
 from kardia.spans import parse
 

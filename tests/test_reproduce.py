@@ -133,7 +133,7 @@ def test_build_writes_the_gold_label_into_every_emotion_span(fake_server, tmp_pa
     """emotion_source=target (the default): the emotion span is the seed's label, recorded per turn."""
     from kardia.data.config import BuildConfig
     from kardia.data.engine import run_build
-    from kardia.data.fake_roles import scripted_responder
+    from kardia.testing.fake_roles import scripted_responder
     from kardia.spans import parse
 
     srv = fake_server(responder=scripted_responder())
