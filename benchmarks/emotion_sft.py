@@ -23,7 +23,6 @@ Writes <out>/results.md, results.json and per-item JSONL for each stage.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -53,15 +52,9 @@ RESPONSE = {
 
 
 def read_situations(path: Path) -> list[tuple[str, str]]:
-    from kardia.emotions import LABEL_BY_ID
+    from kardia.corpora import ed
 
-    out = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            text = " ".join(row["text"].replace("_comma_", ",").split())
-            if text:
-                out.append((text, LABEL_BY_ID[int(row["label"])]))
-    return out
+    return [(s.text, s.emotion) for s in ed.read_situations(path)]
 
 
 def templated_turn(situation: str, label: str) -> str:

@@ -48,11 +48,13 @@ def ed_rows() -> list[dict]:
 
 
 def esconv_rows(limit: int) -> list[dict]:
+    from kardia.corpora import esconv
+
     rows = []
-    for n, line in enumerate((SHARED / "esconv" / "esconv_valid.jsonl").read_text(encoding="utf-8").splitlines()):
-        for j, turn in enumerate(json.loads(line)["dialog"]):
-            if turn["speaker"] == "usr" and len(turn["text"].split()) >= 4:
-                rows.append({"text": turn["text"], "id": f"esconv:{n}:{j}"})
+    for line, rec in esconv.read_dialogues(SHARED / "esconv" / "esconv_valid.jsonl"):
+        for j, turn in enumerate(rec.dialog or []):
+            if turn.speaker == "usr" and len(turn.text.split()) >= 4:
+                rows.append({"text": turn.text, "id": f"esconv:{line - 1}:{j}"})
     return rows[:limit]
 
 

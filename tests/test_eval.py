@@ -117,12 +117,17 @@ def test_esconv_loader_maps_emotions(shared_data, tmp_path):
         assert all(a != b for a, b in zip(roles, roles[1:]))  # merged runs alternate
     first = json.loads((shared_data / ESCONV).read_text().splitlines()[0])
     assert items[0].meta["emotion_type"] == first["emotion_type"]
-    # an emotion type without an ED equivalent: generated and judged, but no gold label
+    # pain: the one shared map gives its nearest label, flagged approximate
     rec = dict(first, emotion_type="pain")
     p = tmp_path / "pain.jsonl"
     p.write_text(json.dumps(rec) + "\n")
-    pain = list(load_items(p, fmt="esconv"))
-    assert pain and all(i.gold_emotion is None for i in pain)
+    assert {i.gold_emotion for i in load_items(p, fmt="esconv")} == {"devastated"}
+    assert {i.gold_emotion for i in load_items(p, fmt="esconv", esconv_include_approximate=False)} == {None}
+    # an emotion type without an ED equivalent (match none in a map): generated and judged, but no gold label
+    own = tmp_path / "map.yaml"
+    own.write_text("pain: {label: null, match: none}\n")
+    pain = list(load_items(p, fmt="esconv", esconv_map=own))
+    assert pain and all(i.gold_emotion is None and i.meta["emotion_match"] == "none" for i in pain)
     # approximate matches can be excluded
     rec = dict(first, emotion_type="depression")
     p.write_text(json.dumps(rec) + "\n")

@@ -24,7 +24,7 @@ class SeedSource(_Part):
     kind: Literal["ed", "esconv", "jsonl"] = "ed"
     path: str
     limit: int | None = None  # first N situations of this source
-    emotion_map: str | None = None  # ESConv only: emotion_type -> label YAML
+    emotion_map: str | None = None  # ESConv only: your own map, in the form of resources/emotions/esconv_emotion_map.yaml
 
 
 class Models(_Part):

@@ -18,6 +18,7 @@ from typing import Iterator
 
 from pydantic import BaseModel, Field
 
+from ..corpora import esconv, personachat
 from ..records import RecordError, converted
 
 MBTI_TYPES = tuple(a + b + c + d for a in "EI" for b in "NS" for c in "TF" for d in "JP")
@@ -139,40 +140,19 @@ def _person_row(p: Path, line: int, row: dict, seen: set[str]) -> Profile:
 
 
 def personachat_profiles(path: str | Path) -> Iterator[Profile]:
-    """Profiles from PersonaChat's ParlAI text: each dialogue's `your persona:` facts become About.
+    """Profiles from PersonaChat (kardia.corpora.personachat): each dialogue's persona facts become About.
     Identical persona sets (PersonaChat reuses them) give one profile."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: PersonaChat file not found")
     seen: set[str] = set()
-    facts: list[str] = []
-    start = 0
-
-    def flush():
-        key = " ".join(facts).lower()
-        if facts and key not in seen:
-            seen.add(key)
-            about = " ".join(_sentence(f) for f in facts)
-            pid = f"personachat:{start}"
-            return Profile(
-                id=pid, person=person_string(about=about), username=pid, source="personachat",
-                meta={"line": start},
-            )
-        return None
-
-    with p.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            num, _, rest = line.strip().partition(" ")
-            if rest.startswith("your persona:"):
-                if num == "1":
-                    prof = flush()
-                    if prof:
-                        yield prof
-                    facts, start = [], n
-                facts.append(rest[len("your persona:"):].strip())
-    prof = flush()
-    if prof:
-        yield prof
+    for ps in personachat.read_persona_sets(path):
+        key = " ".join(ps.facts).lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        about = " ".join(_sentence(f) for f in ps.facts)
+        pid = f"personachat:{ps.line}"
+        yield Profile(
+            id=pid, person=person_string(about=about), username=pid, source="personachat", meta={"line": ps.line},
+        )
 
 
 def _sentence(fact: str) -> str:
@@ -182,27 +162,17 @@ def _sentence(fact: str) -> str:
 
 
 def esconv_profiles(path: str | Path) -> Iterator[Profile]:
-    """Profiles from ESConv seekers: the problem type is About, the situation is Recent Activities."""
+    """Profiles from ESConv seekers (kardia.corpora.esconv): the problem type is About, the situation is
+    Recent Activities."""
     p = Path(path)
-    for line, obj in _esconv_rows(p):
-        problem = obj.get("problem_type")
-        situation = obj.get("situation")
-        if not isinstance(situation, str) or not situation.strip():
+    for line, rec in esconv.read_dialogues(p):
+        if not rec.situation.strip():
             raise RecordError(p, line, "situation", "missing or empty")
         pid = f"esconv:{p.stem}:{line}"
-        about = f"Going through {problem.lower()}." if isinstance(problem, str) and problem else ""
+        about = f"Going through {rec.problem_type.lower()}." if rec.problem_type else ""
         yield Profile(
-            id=pid, person=person_string(about=about, recent=situation.strip()), username=pid, source="esconv",
+            id=pid, person=person_string(about=about, recent=rec.situation.strip()), username=pid, source="esconv",
         )
-
-
-def _esconv_rows(p: Path) -> Iterator[tuple[int, dict]]:
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: ESConv file not found")
-    for line, obj in _jsonl_rows(p):
-        if "__error__" in obj:
-            raise RecordError(p, line, None, obj["__error__"])
-        yield line, obj
 
 
 def load_profiles(kind: str, path: str | Path, skip_bad: bool = False, bad: list | None = None) -> Iterator[Profile]:

@@ -1,20 +1,19 @@
 """Where a dialogue starts: a situation with its gold emotion label (one of the 32).
 
-Sources: EmpatheticDialogues situation CSVs (`text`, `label` id 0-31), ESConv conversations (coarse
-`emotion_type` mapped onto the 32 labels by a data file), and our own JSONL (`situation`, `emotion`).
+Sources: EmpatheticDialogues situation CSVs (`text`, `label` id 0-31) and ESConv conversations (coarse
+`emotion_type` mapped onto the 32 labels by the one ESConv map), both read by `kardia.corpora`, and our
+own JSONL (`situation`, `emotion`).
 An unknown label id or name is an error naming file, line and field (or skipped and counted).
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Iterator
 
-import yaml
 from pydantic import BaseModel
 
-from ..paths import resource_path
+from ..corpora import ed, esconv
 from ..records import RecordError, converted, iter_jsonl
 
 
@@ -41,56 +40,32 @@ def _must_exist(p: Path, what: str) -> None:
 
 
 def ed_seeds(path: str | Path, skip_bad: bool = False, bad: list | None = None) -> Iterator[Seed]:
-    """EmpatheticDialogues situations; `aug_text` (a machine paraphrase) is ignored on purpose."""
+    """EmpatheticDialogues situations (kardia.corpora.ed); `aug_text` is ignored on purpose."""
     p = Path(path)
-    _must_exist(p, "EmpatheticDialogues")
-    labels, by_id = _labels()
-
-    def convert(line: int, row: dict) -> Seed:
-        raw = (row.get("label") or "").strip()
-        try:
-            label_id = int(raw)
-        except ValueError:
-            raise RecordError(p, line, "label", f"label id {raw!r} is not an integer") from None
-        if label_id not in by_id:
-            raise RecordError(p, line, "label", f"unknown label id {label_id} (expected 0-{len(labels) - 1})")
-        text = _clean(row.get("text") or "")
-        if not text:
-            raise RecordError(p, line, "text", "empty situation")
-        return Seed(id=f"ed:{p.stem}:{line}", situation=text, emotion=by_id[label_id], source="ed")
-
-    with p.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        cols = reader.fieldnames or []
-        for need in ("text", "label"):
-            if need not in cols:
-                raise RecordError(p, 1, need, f"CSV header has no {need!r} column (found {cols})")
-        yield from converted(((reader.line_num, row) for row in reader), convert, skip_bad, bad)
+    for s in ed.read_situations(p, skip_bad=skip_bad, bad=bad):
+        yield Seed(id=f"ed:{p.stem}:{s.line}", situation=s.text, emotion=s.emotion, source="ed")
 
 
 def esconv_seeds(
     path: str | Path, emotion_map: str | Path | None = None, skip_bad: bool = False, bad: list | None = None
 ) -> Iterator[Seed]:
-    """ESConv seeker situations; `emotion_type` goes through `esconv_emotion_map.yaml`."""
+    """ESConv seeker situations; `emotion_type` goes through the one ESConv map (approximate entries included)."""
     p = Path(path)
-    _must_exist(p, "ESConv")
-    labels, _ = _labels()
-    map_path = Path(emotion_map) if emotion_map else resource_path("samples", "esconv_emotion_map.yaml")
-    mapping = yaml.safe_load(map_path.read_text(encoding="utf-8")) or {}
+    map_arg = str(emotion_map) if emotion_map else None
+    mapping = esconv.load_emotion_map(map_arg)
 
-    def convert(line: int, obj: object) -> Seed:
-        if not isinstance(obj, dict):
-            raise RecordError(p, line, None, "expected a JSON object")
-        etype = obj.get("emotion_type")
-        label = mapping.get(etype) if isinstance(etype, str) else None
-        if label not in labels:
-            raise RecordError(p, line, "emotion_type", f"{etype!r} has no mapping to the 32 labels in {map_path}")
-        text = _clean(obj.get("situation") or "")
+    def convert(line: int, rec: esconv.Dialogue) -> Seed:
+        entry = mapping.get(rec.emotion_type.strip().lower())
+        if entry is None or entry.label is None:
+            raise RecordError(
+                p, line, "emotion_type", f"{rec.emotion_type!r} has no mapping to the 32 labels in {esconv.map_file(map_arg)}"
+            )
+        text = _clean(rec.situation)
         if not text:
             raise RecordError(p, line, "situation", "missing or empty")
-        return Seed(id=f"esconv:{p.stem}:{line}", situation=text, emotion=label, source="esconv")
+        return Seed(id=f"esconv:{p.stem}:{line}", situation=text, emotion=entry.label, source="esconv")
 
-    yield from converted(iter_jsonl(p, skip_bad=skip_bad, bad=bad), convert, skip_bad, bad)
+    yield from converted(esconv.read_dialogues(p, skip_bad=skip_bad, bad=bad), convert, skip_bad, bad)
 
 
 def jsonl_seeds(path: str | Path, skip_bad: bool = False, bad: list | None = None) -> Iterator[Seed]:

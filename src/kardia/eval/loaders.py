@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from ..corpora import ed, esconv
 from ..records import RecordError, iter_jsonl
 
 Format = Literal["auto", "kardia", "ed", "ed_situations", "esconv"]
@@ -123,80 +122,29 @@ def _kardia_items(path: str | Path) -> Iterator[EvalItem]:
 
 
 # -- EmpatheticDialogues -------------------------------------------------------------------------
-ED_COLUMNS = ("conv_id", "utterance_idx", "prompt", "utterance", "label")
-
-
-def _ed_text(s: str) -> str:
-    return s.replace("_comma_", ",").strip()
-
-
 def _ed_items(path: str | Path) -> Iterator[EvalItem]:
-    """ED conversations: odd utterance_idx = the person who lived it (user), even = listener (generated)."""
-    from ..emotions import LABEL_BY_ID
-
-    p = Path(path)
-    conv: list[tuple[int, int, dict]] = []  # (line, idx, row)
-    with p.open("r", encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise RecordError(p, 1, missing[0], f"missing column (header has {reader.fieldnames})")
-        for row in reader:
-            line = reader.line_num
-            if None in row or any(row.get(c) is None for c in ED_COLUMNS):
-                raise RecordError(p, line, None, f"expected {len(reader.fieldnames)} columns")
-            try:
-                idx = int(row["utterance_idx"])
-            except ValueError:
-                raise RecordError(p, line, "utterance_idx", f"not an integer: {row['utterance_idx']!r}") from None
-            try:
-                label_id = int(row["label"])
-                LABEL_BY_ID[label_id]
-            except (ValueError, KeyError, IndexError):
-                raise RecordError(p, line, "label", f"not an emotion label id 0-31: {row['label']!r}") from None
-            if not row["conv_id"].strip():
-                raise RecordError(p, line, "conv_id", "empty")
-            if conv and row["conv_id"] != conv[0][2]["conv_id"]:
-                yield from _ed_conversation(p, conv)
-                conv = []
-            if conv and idx != conv[-1][1] + 1:
-                raise RecordError(p, line, "utterance_idx", f"expected {conv[-1][1] + 1} after {conv[-1][1]}, got {idx}")
-            if not conv and idx != 1:
-                raise RecordError(p, line, "utterance_idx", f"a conversation must start at 1, got {idx}")
-            conv.append((line, idx, row))
-    if conv:
-        yield from _ed_conversation(p, conv)
-
-
-def _ed_conversation(p: Path, conv: list[tuple[int, int, dict]]) -> Iterator[EvalItem]:
-    from ..emotions import LABEL_BY_ID
-
-    first_line, _, first = conv[0]
-    labels = {r["label"] for _, _, r in conv}
-    if len(labels) > 1:
-        raise RecordError(p, conv[-1][0], "label", f"conversation {first['conv_id']} has several labels {sorted(labels)}")
-    gold = LABEL_BY_ID[int(first["label"])]
-    situation = _ed_text(first["prompt"])
-    history: list[dict[str, str]] = []
-    turn = 0
-    for line, idx, row in conv:
-        text = _ed_text(row["utterance"])
-        if idx % 2 == 1:
-            history.append({"role": "user", "content": text})
-            continue
-        turn += 1
-        yield EvalItem(
-            id=f"{first['conv_id']}#t{turn}",
-            dataset="ed",
-            dialogue_id=first["conv_id"],
-            turn_index=turn,
-            situation=situation,
-            gold_emotion=gold,
-            history=list(history),
-            gold_response=text,
-            meta={"line": line},
-        )
-        history.append({"role": "assistant", "content": text})
+    """ED conversations (kardia.corpora.ed): odd utterance_idx = the person who lived it (user), even =
+    listener (generated)."""
+    for conv in ed.read_conversations(path):
+        history: list[dict[str, str]] = []
+        turn = 0
+        for u in conv.utterances:
+            if u.idx % 2 == 1:
+                history.append({"role": "user", "content": u.text})
+                continue
+            turn += 1
+            yield EvalItem(
+                id=f"{conv.conv_id}#t{turn}",
+                dataset="ed",
+                dialogue_id=conv.conv_id,
+                turn_index=turn,
+                situation=conv.situation,
+                gold_emotion=conv.emotion,
+                history=list(history),
+                gold_response=u.text,
+                meta={"line": u.line},
+            )
+            history.append({"role": "assistant", "content": u.text})
 
 
 def _ed_situation_items(path: str | Path) -> Iterator[EvalItem]:
@@ -224,78 +172,32 @@ def _ed_situation_items(path: str | Path) -> Iterator[EvalItem]:
 
 
 # -- ESConv ----------------------------------------------------------------------------------------
-class _ESConvTurn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    text: str
-    speaker: Literal["usr", "sys"]
-
-
-class _ESConvRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    emotion_type: str
-    problem_type: str = ""
-    experience_type: str = ""
-    situation: str = ""
-    dialog: list[_ESConvTurn]
-    survey_score: dict[str, Any] = Field(default_factory=dict)
-
-
-class EmotionMapEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    label: str | None
-    match: Literal["exact", "approximate", "none"]
-
-
-@lru_cache(maxsize=8)
-def load_esconv_map(path: str | None = None) -> dict[str, EmotionMapEntry]:
-    """The ESConv emotion_type -> ED label mapping (resources/eval/esconv_emotion_map.yaml)."""
-    from ..emotions import LABELS
-    from ..paths import resource_path
-
-    p = Path(path) if path else resource_path("eval", "esconv_emotion_map.yaml")
-    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    out: dict[str, EmotionMapEntry] = {}
-    for key, val in raw.items():
-        try:
-            entry = EmotionMapEntry.model_validate(val)
-        except ValidationError as exc:
-            raise ValueError(f"{p}: entry {key!r}: {exc.errors()[0]['msg']}") from None
-        if entry.label is not None and entry.label not in LABELS:
-            raise ValueError(f"{p}: entry {key!r}: {entry.label!r} is not one of the 32 labels")
-        if (entry.label is None) != (entry.match == "none"):
-            raise ValueError(f"{p}: entry {key!r}: label must be null exactly when match is none")
-        out[str(key).strip().lower()] = entry
-    return out
-
-
 def _esconv_items(path: str | Path, include_approximate: bool, map_path: str | Path | None) -> Iterator[EvalItem]:
-    """ESConv: merge runs of one speaker into a turn; generate each supporter turn after a seeker turn."""
-    mapping = load_esconv_map(str(map_path) if map_path else None)
+    """ESConv (kardia.corpora.esconv): merge runs of one speaker into a turn; generate each supporter turn
+    after a seeker turn."""
+    mapping = esconv.load_emotion_map(str(map_path) if map_path else None)
     p = Path(path)
-    for n, rec in iter_jsonl(p, model=_ESConvRecord):
+    for n, rec in esconv.read_dialogues(p):
         key = rec.emotion_type.strip().lower()
         if key not in mapping:
             raise RecordError(p, n, "emotion_type", f"{rec.emotion_type!r} is not in the ESConv emotion map")
-        entry = mapping[key]
-        gold = entry.label if (entry.match == "exact" or (entry.match == "approximate" and include_approximate)) else None
-        blocks: list[list[str]] = []  # [speaker, text]
+        if rec.dialog is None:
+            raise RecordError(p, n, "dialog", "Field required")
         for i, t in enumerate(rec.dialog):
-            text = t.text.strip()
-            if not text:
+            if not t.text.strip():
                 raise RecordError(p, n, f"dialog.{i}.text", "empty utterance")
-            if blocks and blocks[-1][0] == t.speaker:
-                blocks[-1][1] += "\n" + text
-            else:
-                blocks.append([t.speaker, text])
-        while blocks and blocks[0][0] == "sys":  # an opening greeting before the seeker speaks
+        entry = mapping[key]
+        gold = entry.gold(include_approximate)
+        blocks = rec.turns("\n")
+        while blocks and blocks[0][0] == "assistant":  # an opening greeting before the seeker speaks
             blocks.pop(0)
         dialogue_id = f"esconv-{p.stem}-{n}"
-        seeker = rec.survey_score.get("seeker", {}) if isinstance(rec.survey_score, dict) else {}
+        seeker = rec.seeker_survey
         profile = f"Problem: {rec.problem_type}. Experience: {rec.experience_type}.".strip()
         history: list[dict[str, str]] = []
         turn = 0
-        for speaker, text in blocks:
-            if speaker == "usr":
+        for role, text in blocks:
+            if role == "user":
                 history.append({"role": "user", "content": text})
                 continue
             turn += 1

@@ -21,10 +21,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..config import KardiaConfig
-from ..records import JsonlAppender, done_keys, iter_jsonl
+from ..corpora import esconv, shared_data_file
+from ..records import JsonlAppender, RecordError, done_keys, iter_jsonl
 from .core import Judge, JudgeItem, result_record
 from .pairwise import PairwiseJudge
 from .rubric import Rubric, load_rubric
@@ -56,37 +57,8 @@ class CalibrateConfig(KardiaConfig):
     batch_size: int = 16
 
 
-class _Seeker(BaseModel):
-    empathy: int | None = None
-    relevance: int | None = None
-
-
-class _Survey(BaseModel):
-    seeker: dict = Field(default_factory=dict)
-
-
-class _Turn(BaseModel):
-    text: str
-    speaker: str
-
-
-class EsconvRecord(BaseModel):
-    emotion_type: str = ""
-    problem_type: str = ""
-    situation: str = ""
-    survey_score: _Survey = Field(default_factory=_Survey)
-    dialog: list[_Turn]
-
-
 def default_data_path() -> Path:
-    import os
-
-    for root in (os.environ.get("KARDIA_SHARED_DATA"), "../shared/data", "/work/shared/data"):
-        if root:
-            p = Path(root) / "esconv" / "esconv_valid.jsonl"
-            if p.exists():
-                return p
-    raise FileNotFoundError("ESConv validation file not found: pass --data PATH (esconv_valid.jsonl)")
+    return shared_data_file("esconv", "esconv_valid.jsonl")
 
 
 def _rating(seeker: dict, key: str) -> int | None:
@@ -98,29 +70,16 @@ def _rating(seeker: dict, key: str) -> int | None:
     return v if 1 <= v <= 5 else None
 
 
-def _merge_turns(dialog: list[_Turn]) -> list[tuple[str, str]]:
-    """Consecutive messages of one speaker become one turn (ESConv splits turns into lines)."""
-    turns: list[tuple[str, str]] = []
-    for t in dialog:
-        role = "assistant" if t.speaker == "sys" else "user"
-        text = t.text.strip()
-        if not text:
-            continue
-        if turns and turns[-1][0] == role:
-            turns[-1] = (role, turns[-1][1] + " " + text)
-        else:
-            turns.append((role, text))
-    return turns
-
-
 def load_conversations(path: Path, limit: int) -> list[dict]:
     """The first `limit` conversations with both seeker ratings and at least one judgeable supporter turn."""
     out = []
-    for n, rec in iter_jsonl(path, model=EsconvRecord):
-        emp, rel = _rating(rec.survey_score.seeker, "empathy"), _rating(rec.survey_score.seeker, "relevance")
+    for n, rec in esconv.read_dialogues(path):
+        if rec.dialog is None:
+            raise RecordError(path, n, "dialog", "Field required")
+        emp, rel = _rating(rec.seeker_survey, "empathy"), _rating(rec.seeker_survey, "relevance")
         if emp is None or rel is None:
             continue
-        turns = _merge_turns(rec.dialog)
+        turns = rec.turns(" ")
         eligible = [i for i, (r, _) in enumerate(turns) if r == "assistant" and any(x[0] == "user" for x in turns[:i])]
         if not eligible:
             continue
