@@ -34,7 +34,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
-ED = Path(os.environ.get("KARDIA_SHARED_DATA", REPO.parent / "shared" / "data")) / "empatheticdialogues"
 PROFILE = "MBTI: (unknown)\nAbout: (no profile given)"
 CHANCE = 1 / 32
 
@@ -146,8 +145,10 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
-    valid = read_situations(ED / "ed_situations_valid.csv")
-    train = read_situations(ED / "ed_situations_train.csv")
+    from kardia.corpora import shared_data_file
+
+    valid = read_situations(shared_data_file("empatheticdialogues", "ed_situations_valid.csv"))
+    train = read_situations(shared_data_file("empatheticdialogues", "ed_situations_train.csv"))
     rng.shuffle(valid)
     rng.shuffle(train)
     eval_items = valid[: args.n_eval]

@@ -26,7 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
-SHARED = ROOT.parent / "shared" / "data"
 
 
 def rate(k: int, n: int) -> str:
@@ -43,15 +42,17 @@ def load(name: str) -> list[dict]:
 def ed_rows() -> list[dict]:
     reviewed = json.loads((DATA / "ed_reviewed_risk.json").read_text())
     genuine = {int(k) for k in reviewed["lines"]}
-    with (SHARED / reviewed["file"]).open(encoding="utf-8") as fh:
+    from kardia.corpora import shared_data_file
+
+    with shared_data_file(reviewed["file"]).open(encoding="utf-8") as fh:
         return [{"text": r["text"], "id": f"ed:{i}"} for i, r in enumerate(csv.DictReader(fh), start=2) if i not in genuine]
 
 
 def esconv_rows(limit: int) -> list[dict]:
-    from kardia.corpora import esconv
+    from kardia.corpora import esconv, shared_data_file
 
     rows = []
-    for line, rec in esconv.read_dialogues(SHARED / "esconv" / "esconv_valid.jsonl"):
+    for line, rec in esconv.read_dialogues(shared_data_file("esconv", "esconv_valid.jsonl")):
         for j, turn in enumerate(rec.dialog or []):
             if turn.speaker == "usr" and len(turn.text.split()) >= 4:
                 rows.append({"text": turn.text, "id": f"esconv:{line - 1}:{j}"})

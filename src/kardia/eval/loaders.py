@@ -151,23 +151,21 @@ def _ed_situation_items(path: str | Path) -> Iterator[EvalItem]:
     """ED situation CSVs (`text`, `aug_text`, `label`): the person opens by telling the situation, as in ED.
 
     One item per row, no profile; `aug_text` (a machine paraphrase) is ignored. Read through the same
-    seed reader as `kardia build`, so a bad label id fails the same way (file, line, field).
+    corpus reader as `kardia build`'s seeds, so a bad label id fails the same way (file, line, field).
     """
     from ..data.loop import opening_from_situation
-    from ..data.seeds import ed_seeds
 
     p = Path(path)
-    for seed in ed_seeds(p):
-        line = int(seed.id.rsplit(":", 1)[1])
+    for s in ed.read_situations(p):
         yield EvalItem(
-            id=f"{p.stem}:{line}",
+            id=f"{p.stem}:{s.line}",
             dataset="ed_situations",
-            dialogue_id=f"{p.stem}:{line}",
+            dialogue_id=f"{p.stem}:{s.line}",
             turn_index=1,
-            situation=seed.situation,
-            gold_emotion=seed.emotion,
-            history=[{"role": "user", "content": opening_from_situation(seed.situation)}],
-            meta={"line": line},
+            situation=s.text,
+            gold_emotion=s.emotion,
+            history=[{"role": "user", "content": opening_from_situation(s.text)}],
+            meta={"line": s.line},
         )
 
 
