@@ -11,7 +11,7 @@ import pytest
 
 from kardia.data.config import BuildConfig
 from kardia.data.engine import run_build
-from kardia.data.schema import DialogueRecord
+from kardia.dataset import DialogueRecord
 from kardia.spans import parse
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ import yaml
 from kardia.data.config import BuildConfig
 from kardia.data.engine import BuildError, merge, run_build
 from kardia.testing.fake_roles import scripted_responder
-from kardia.data.schema import DialogueRecord
+from kardia.dataset import DialogueRecord
 from kardia.spans import parse
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from kardia.data.schema import DialogueRecord
+from kardia.dataset import DialogueRecord
 from kardia.records import iter_jsonl
 from kardia.spans import SPAN_TOKENS
 

@@ -137,7 +137,7 @@ class _Writers:
 def finalize(out: Path, cfg: BuildConfig, progress: bool = False) -> dict:
     from .dedup import NearDupIndex, dialogue_text
     from .filters import apply_filters, crisis_available
-    from .schema import DialogueRecord
+    from ..dataset import DialogueRecord
     from .split import difficulty, pick_test_profiles
 
     out = Path(out)

@@ -49,7 +49,7 @@ def identity_patterns(name_or_path: str) -> tuple[re.Pattern, ...]:
 def check_structure(rec: dict) -> list[str]:
     from ..spans import parse, strip_span_markup
 
-    from .schema import DialogueRecord
+    from ..dataset import DialogueRecord
 
     try:
         DialogueRecord.model_validate(rec)

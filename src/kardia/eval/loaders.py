@@ -96,7 +96,7 @@ def load_items(
 
 # -- KardiaBench ---------------------------------------------------------------------------------
 def _kardia_items(path: str | Path) -> Iterator[EvalItem]:
-    from ..data.schema import DialogueRecord
+    from ..dataset import DialogueRecord
     from ..emotions import normalize
 
     for n, rec in iter_jsonl(path, model=DialogueRecord):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from ..data.schema import DialogueRecord
+from ..dataset import DialogueRecord
 from ..records import iter_jsonl
 
 Difficulty = Literal["easy", "hard", "all"]
