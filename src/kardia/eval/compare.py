@@ -24,8 +24,7 @@ def _name(d: Path, metrics: dict) -> str:
 
 def compare_runs(dirs: Sequence[str | Path], out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Write OUT/compare.md, compare.html, compare.json, radar_overlay.png, compare_bars.png."""
-    from .report import run_info
-    from .run import read_results
+    from .results import read_results, run_info
 
     if len(dirs) < 2:
         raise ValueError("compare needs at least two eval folders")

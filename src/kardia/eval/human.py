@@ -80,7 +80,7 @@ def _conversation(history: Sequence[dict]) -> str:
 def export_sample(dirs: Sequence[str | Path], out: str | Path, n: int = 50, seed: int = 0) -> dict[str, Any]:
     """Write OUT/ratings_template.csv (for raters) and OUT/key.jsonl (not for raters)."""
     from .metrics import dims_of
-    from .run import RUN_FILE, read_results
+    from .results import RUN_FILE, read_results
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

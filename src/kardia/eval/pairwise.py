@@ -25,7 +25,7 @@ OUTCOMES = ("win", "tie", "loss")
 def _pairs(dir_a: Path, dir_b: Path, limit: int | None, seed: int) -> list[tuple[dict, dict]]:
     import random
 
-    from .run import read_results
+    from .results import read_results
 
     a = {r["id"]: r for r in read_results(dir_a)}
     b = {r["id"]: r for r in read_results(dir_b)}

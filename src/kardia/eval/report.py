@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .metrics import RATES, compute_metrics, criterion_keys, fmt_ci, judged_mean, radar_values
+from .results import judge_off, read_results, run_info
 
 PCT = {*RATES, "crisis_handling"}
 LABELS = {
@@ -143,24 +144,8 @@ def _breakdown_rows(table: dict[str, Any]) -> list[list[Any]]:
     return [[g, v["n"], fmt_ci(v["emotion_accuracy"], pct=True), fmt_ci(v["judged_mean"])] for g, v in table.items()]
 
 
-def run_info(out: Path) -> dict[str, Any]:
-    """How an eval folder's run was set up (from its run.json), as reports and compare show it."""
-    from .run import BEFORE_SETTING, RUN_FILE
-
-    run = json.loads((out / RUN_FILE).read_text(encoding="utf-8")) if (out / RUN_FILE).exists() else {}
-    ident = run.get("identity", {})
-    return {"model": ident.get("model"), "mode": run.get("mode"), "judge": ident.get("judge"),
-            "rubric": ident.get("rubric"), "data": ident.get("data"), "total_items": run.get("total_items"),
-            "emotion_reader": ident.get("emotion_reader", "text"),
-            "no_response": ident.get("no_response", BEFORE_SETTING["no_response"]),
-            "judge_limit": ident.get("judge_limit"),
-            "wall_s": sum(r.get("wall_s", 0) for r in run.get("runs", []))}
-
-
 def build_report(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Recompute metrics from OUT/results.jsonl and write metrics.json, PNGs, report.md, report.html."""
-    from .run import read_results
-
     out = Path(out)
     records = read_results(out)
     metrics = compute_metrics(records, n_boot=n_boot, seed=seed)
@@ -205,8 +190,6 @@ def _no_response_lines(metrics: dict[str, Any]) -> list[str]:
 
 
 def _judge_line(r: dict[str, Any], j: dict[str, Any]) -> str:
-    from .run import judge_off
-
     if judge_off(r.get("judge")):
         return "- Judge: none (judged dimensions not run)"
     return (f"- Judge: `{r['judge']}` (rubric `{r['rubric']}`): {j['scored']} scored, **{j['failures']} judge failures**"

@@ -23,7 +23,6 @@ run); a judge answer that cannot be parsed is written as a counted judge failure
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,13 +32,12 @@ from pydantic import Field, field_validator
 
 from ..config import KardiaConfig
 from ..llm.options import LLMOptions
-from ..records import JsonlAppender, done_keys, iter_jsonl
+from ..jobs import JobBar, check_run_file, run_jobs, write_run_file
+from ..records import JsonlAppender, done_keys
 from .loaders import EvalItem, load_items
+from .report import build_report
+from .results import BEFORE_SETTING, RESULTS, RUN_FILE, judge_off, read_results
 
-RESULTS = "results.jsonl"
-# What runs written before a setting existed did, where that differs from the setting's default.
-BEFORE_SETTING = {"no_response": "fallback"}
-RUN_FILE = "run.json"
 
 
 class EvalConfig(KardiaConfig):
@@ -117,11 +115,6 @@ def detect_mode(model: str) -> str:
     tok = AutoTokenizer.from_pretrained(resolve_model_path(model))
     vocab = tok.get_vocab()
     return "spans" if all(t in vocab for t in SPAN_TOKENS) else "plain"
-
-
-def judge_off(judge: str | None) -> bool:
-    """'none', 'off' or empty: the eval runs without judged dimensions."""
-    return judge is None or str(judge).lower() in ("", "none", "off")
 
 
 def _visible(content: str) -> str:
@@ -344,25 +337,11 @@ class Evaluator:
 
 
 def _check_run_file(out: Path, cfg: EvalConfig, mode: str) -> dict:
-    path = out / RUN_FILE
     ident = {**cfg.identity(), "mode": mode}
-    if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        before = old.get("identity", {})
-        # a key an older run.json lacks is taken at the behaviour it had before the setting existed
-        defaults = {**{k: f.default for k, f in EvalConfig.model_fields.items()}, **BEFORE_SETTING}
-        diff = {k: (before.get(k, defaults.get(k)), v) for k, v in ident.items() if before.get(k, defaults.get(k)) != v}
-        if diff:
-            detail = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in diff.items())
-            raise EvalError(f"{path}: this folder holds a different eval ({detail}); use another --out")
-        return old
-    return {"identity": ident, "config": cfg.model_dump(mode="json"), "runs": []}
-
-
-def _write_run_file(out: Path, data: dict) -> None:
-    tmp = out / (RUN_FILE + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(out / RUN_FILE)
+    # a key an older run.json lacks is taken at the behaviour it had before the setting existed
+    defaults = {**{k: f.default for k, f in EvalConfig.model_fields.items()}, **BEFORE_SETTING}
+    old = check_run_file(out / RUN_FILE, ident, defaults=defaults, what="eval", error=EvalError)
+    return old if old is not None else {"identity": ident, "config": cfg.model_dump(mode="json"), "runs": []}
 
 
 async def _within(coro, seconds: float | None):
@@ -377,44 +356,6 @@ async def _within(coro, seconds: float | None):
         raise LLMError(f"item deadline of {seconds:g} s passed (item_timeout_s)") from None
 
 
-async def _run_items(ev: Evaluator, items, appender: JsonlAppender, concurrency: int, on_done) -> list[str]:
-    """Keep up to `concurrency` items in flight; write each as it finishes. Returns failure messages."""
-    from ..llm import LLMError
-
-    failures: list[str] = []
-    pending: set[asyncio.Task] = set()
-    it = iter(items)
-    exhausted = False
-    while True:
-        while not exhausted and len(pending) < concurrency:
-            try:
-                item = next(it)
-            except StopIteration:
-                exhausted = True
-                break
-            task = asyncio.ensure_future(_within(ev.score(item), ev.cfg.item_timeout_s))
-            task.item_id = item.id  # type: ignore[attr-defined]
-            pending.add(task)
-        if not pending:
-            return failures
-        finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for t in finished:
-            exc = t.exception()
-            if exc is None:
-                appender.write(t.result())
-                on_done(ok=True)
-            elif isinstance(exc, LLMError):
-                failures.append(f"{t.item_id}: {exc}")  # type: ignore[attr-defined]
-                on_done(ok=False)
-            else:
-                for p in pending:
-                    p.cancel()
-                for other in finished:
-                    if other is not t and not other.cancelled():
-                        other.exception()  # retrieved: one error is raised, not a flood of warnings
-                raise exc
-
-
 def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) an eval into `cfg.out`, then write the report. Returns a summary."""
     if not cfg.data:
@@ -426,11 +367,8 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     mode = detect_mode(cfg.model) if cfg.mode == "auto" else cfg.mode
     run_info = _check_run_file(out, cfg, mode)
     results = out / RESULTS
-    done = done_keys(results, key="id")
-
     load = lambda: load_items(cfg.data, cfg.format, cfg.limit, cfg.esconv_include_approximate)  # noqa: E731
     total = sum(1 for _ in load())  # a streaming pass: validates the whole file before any model call
-    todo = (it for it in load() if it.id not in done)
     ev = Evaluator(cfg, mode)
     if cfg.judge_limit is not None:
         import itertools
@@ -438,48 +376,29 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
         ev.judged_ids = {it.id for it in itertools.islice(load(), cfg.judge_limit)}
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.monotonic()
-    counts = {"ok": 0, "failed": 0}
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from ..llm import LLMError
 
-    with Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress, transient=False) as bar:
-        task = bar.add_task(f"{cfg.model} ({mode})", total=total, completed=min(len(done), total))
-
-        def on_done(ok: bool) -> None:
-            counts["ok" if ok else "failed"] += 1
-            if ok:
-                bar.advance(task)
-
-        with JsonlAppender(results) as app:
-            failures = asyncio.run(_run_items(ev, todo, app, max(1, cfg.concurrency), on_done))
+    done = done_keys(results, "id")
+    with JobBar("eval", total, completed=min(len(done), total), enabled=progress, description=f"{cfg.model} ({mode})") as bar, \
+            JsonlAppender(results) as app:
+        stats = asyncio.run(run_jobs(load(), lambda item: _within(ev.score(item), cfg.item_timeout_s), app,
+                                     key=lambda item: item.id, done=done, concurrency=cfg.concurrency,
+                                     retry_on=(LLMError,), bar=bar))
+    failures = [f"{k}: {msg}" for k, msg in stats.retried]
     wall = time.monotonic() - t0
     run_info.setdefault("runs", []).append({
-        "started": started, "wall_s": round(wall, 2), "items_scored": counts["ok"], "items_failed": counts["failed"],
-        "skipped_done": len(done), "concurrency": cfg.concurrency,
+        "started": started, "wall_s": round(wall, 2), "items_scored": stats.written, "items_failed": len(failures),
+        "skipped_done": stats.already_done, "concurrency": cfg.concurrency,
     })
     run_info["mode"] = mode
     run_info["total_items"] = total
-    _write_run_file(out, run_info)
-    summary: dict[str, Any] = {"out": str(out), "mode": mode, "total": total, "scored_now": counts["ok"],
-                               "already_done": len(done), "failures": failures, "wall_s": wall}
+    write_run_file(out / RUN_FILE, run_info)
+    summary: dict[str, Any] = {"out": str(out), "mode": mode, "total": total, "scored_now": stats.written,
+                               "already_done": stats.already_done, "failures": failures, "wall_s": wall}
     if cfg.report:
-        from .report import build_report
-
         summary["metrics"] = build_report(out, n_boot=cfg.n_boot, seed=cfg.boot_seed)
     return summary
 
 
-def read_results(out: str | Path) -> list[dict]:
-    """The per-item records of an eval folder (one per id; a later duplicate would be an error)."""
-    path = Path(out) / RESULTS
-    seen: set[str] = set()
-    records = []
-    for n, rec in iter_jsonl(path):
-        if rec.get("id") in seen:
-            from ..records import RecordError
-
-            raise RecordError(path, n, "id", f"duplicate item {rec.get('id')!r}")
-        seen.add(rec.get("id"))
-        records.append(rec)
-    return records
+__all__ = ["EvalConfig", "EvalError", "Evaluator", "judge_off", "read_results", "run_eval"]
