@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..jobs import JobBar, RetryLater, check_run_file, run_jobs, write_run_file
 from ..records import JsonlAppender, done_keys, iter_jsonl
 from .metrics import fmt_ci, proportions_with_intervals
 from .report import STYLE, _html_table, _img, _md_table
@@ -37,34 +38,25 @@ def _pairs(dir_a: Path, dir_b: Path, limit: int | None, seed: int) -> list[tuple
     return [(a[i], b[i]) for i in ids]
 
 
-async def _judge_all(judge, pairs, appender: JsonlAppender, done: set, concurrency: int, on_done) -> None:
+async def _judge_one(judge, ra: dict, rb: dict) -> dict:
+    """One pair's record; a judge call that failed raises RetryLater (not written, retried next run)."""
     from ..judge import JudgeItem
 
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(ra: dict, rb: dict) -> None:
-        async with sem:
-            item = JudgeItem(profile=ra.get("profile", ""), situation=ra.get("situation", ""),
-                             history=ra.get("history") or [], response="")
-            res = await judge.acompare(item, ra.get("response", ""), rb.get("response", ""))
-        if res.error and "LLMError" in res.error:
-            on_done(False)  # a call that failed: not written, retried on the next run
-            return
-        outcome = None if res.error else ("tie" if res.preferred is None else ("win" if res.preferred == "first" else "loss"))
-        appender.write({"id": ra["id"], "dialogue_id": ra["dialogue_id"], "outcome": outcome, "error": res.error,
-                        "first_as_a": res.first_as_a, "first_as_b": res.first_as_b, "flipped": res.flipped,
-                        "response_a": ra.get("response", ""), "response_b": rb.get("response", "")})
-        on_done(True)
-
-    await asyncio.gather(*(one(ra, rb) for ra, rb in pairs if ra["id"] not in done))
+    item = JudgeItem(profile=ra.get("profile", ""), situation=ra.get("situation", ""),
+                     history=ra.get("history") or [], response="")
+    res = await judge.acompare(item, ra.get("response", ""), rb.get("response", ""))
+    if res.error and "LLMError" in res.error:
+        raise RetryLater(res.error)
+    outcome = None if res.error else ("tie" if res.preferred is None else ("win" if res.preferred == "first" else "loss"))
+    return {"id": ra["id"], "dialogue_id": ra["dialogue_id"], "outcome": outcome, "error": res.error,
+            "first_as_a": res.first_as_a, "first_as_b": res.first_as_b, "flipped": res.flipped,
+            "response_a": ra.get("response", ""), "response_b": rb.get("response", "")}
 
 
 def run_pairwise(dir_a: str | Path, dir_b: str | Path, out: str | Path, judge: str = "embedded", rubric: str = "kardia",
                  scorer: str = "auto", limit: int | None = None, seed: int = 0, n_boot: int = 1000,
                  concurrency: int = 64, progress: bool = True, max_reply_chars: int | None = None) -> dict[str, Any]:
     """Judge every common item (or a seeded sample of `limit`), then summarise into OUT."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..judge.pairwise import PairwiseJudge
 
     dir_a, dir_b, out = Path(dir_a), Path(dir_b), Path(out)
@@ -72,29 +64,18 @@ def run_pairwise(dir_a: str | Path, dir_b: str | Path, out: str | Path, judge: s
     meta = {"a": str(dir_a), "b": str(dir_b), "judge": judge, "rubric": rubric, "scorer": scorer, "limit": limit,
             "seed": seed, "max_reply_chars": max_reply_chars}
     meta_path = out / "pairwise_run.json"
-    if meta_path.exists():
-        old = {"max_reply_chars": None, **json.loads(meta_path.read_text(encoding="utf-8"))}
-        if old != meta:
-            raise ValueError(f"{meta_path}: this folder holds a different comparison ({old}); use another --out")
-    meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    check_run_file(meta_path, meta, at=None, defaults={"max_reply_chars": None}, what="comparison")
+    write_run_file(meta_path, meta)
     pairs = _pairs(dir_a, dir_b, limit, seed)
     path = out / "pairwise.jsonl"
     done = done_keys(path)
     pj = PairwiseJudge(model=judge, rubric=rubric, scorer=scorer, max_reply_chars=max_reply_chars)
-    failed = {"n": 0}
-    with Progress(TextColumn("[bold]pairwise[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  disable=not progress) as bar:
-        task = bar.add_task("judge", total=len(pairs), completed=len([p for p in pairs if p[0]["id"] in done]))
-
-        def on_done(ok: bool) -> None:
-            bar.advance(task)
-            if not ok:
-                failed["n"] += 1
-
-        with JsonlAppender(path) as app:
-            asyncio.run(_judge_all(pj, pairs, app, done, concurrency, on_done))
+    with JobBar("pairwise", len(pairs), completed=sum(1 for ra, _ in pairs if ra["id"] in done), enabled=progress,
+                description="judge") as bar, JsonlAppender(path) as app:
+        stats = asyncio.run(run_jobs(pairs, lambda pair: _judge_one(pj, *pair), app, key=lambda pair: pair[0]["id"],
+                                     done=done, concurrency=concurrency, bar=bar))
     summary = summarise_pairwise(out, n_boot=n_boot, seed=seed)
-    summary["call_failures_to_retry"] = failed["n"]
+    summary["call_failures_to_retry"] = len(stats.retried)
     return summary
 
 
