@@ -19,12 +19,13 @@ import json
 import math
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pydantic import Field
 
 from ..config import KardiaConfig
 from ..corpora import esconv, shared_data_file
+from ..jobs import JobBar, run_jobs
 from ..records import JsonlAppender, RecordError, done_keys, iter_jsonl
 from .core import Judge, JudgeItem, result_record
 from .pairwise import PairwiseJudge
@@ -112,7 +113,28 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-async def _run(cfg: CalibrateConfig, out: Path, progress=None) -> None:
+def _jobs(cfg: CalibrateConfig, convs: list[dict]) -> Iterator[tuple[str, dict, Any]]:
+    """(key, meta, what to judge) for each judged item: turns, padded turns, position pairs."""
+    for ci, conv in enumerate(convs):
+        picked = _pick(conv["eligible"], cfg.turns_per_conversation)
+        for ti in picked:
+            meta = {"kind": "turn", "conv": ci, "line": conv["line"], "turn": ti, "seeker_empathy": conv["empathy"], "seeker_relevance": conv["relevance"]}
+            yield (f"turn:{ci}:{ti}", meta, ("score", _item(conv, ti, cfg.max_history)))
+        ti = picked[0]
+        base = conv["turns"][ti][1]
+        if ci < cfg.length_items:
+            for level in cfg.pad_levels:
+                padded = base + " " + " ".join(cfg.filler[j % len(cfg.filler)] for j in range(level))
+                meta = {"kind": "pad", "conv": ci, "turn": ti, "pad": level}
+                yield (f"pad{level}:{ci}:{ti}", meta, ("score", _item(conv, ti, cfg.max_history, padded)))
+        if ci < cfg.position_pairs:
+            other = convs[(ci + len(convs) // 2) % len(convs)]
+            oti = other["eligible"][min(len(other["eligible"]) - 1, len(other["eligible"]) // 2)]
+            meta = {"kind": "pair", "conv": ci, "turn": ti, "other_conv": (ci + len(convs) // 2) % len(convs)}
+            yield (f"pair:{ci}:{ti}", meta, ("pair", _item(conv, ti, cfg.max_history), base, other["turns"][oti][1]))
+
+
+async def _run(cfg: CalibrateConfig, out: Path, progress: bool = False) -> None:
     data = Path(cfg.data) if cfg.data else default_data_path()
     convs = load_conversations(data, cfg.conversations)
     if len(convs) < 3:
@@ -121,46 +143,24 @@ async def _run(cfg: CalibrateConfig, out: Path, progress=None) -> None:
     judge = Judge(cfg.model, rubric=rubric, mode=cfg.mode, scorer=cfg.scorer)  # type: ignore[arg-type]
     pair_judge = PairwiseJudge(cfg.model, rubric=rubric, scorer=cfg.scorer, llm=judge.llm)  # type: ignore[arg-type]
     items_path = out / "items.jsonl"
+    jobs = list(_jobs(cfg, convs))  # the plan only (keys and items): small, and counted for the bar
     done = done_keys(items_path, "key")
-    jobs: list[tuple[str, dict, Any]] = []
-    for ci, conv in enumerate(convs):
-        picked = _pick(conv["eligible"], cfg.turns_per_conversation)
-        for ti in picked:
-            meta = {"kind": "turn", "conv": ci, "line": conv["line"], "turn": ti, "seeker_empathy": conv["empathy"], "seeker_relevance": conv["relevance"]}
-            jobs.append((f"turn:{ci}:{ti}", meta, ("score", _item(conv, ti, cfg.max_history))))
-        ti = picked[0]
-        base = conv["turns"][ti][1]
-        if ci < cfg.length_items:
-            for level in cfg.pad_levels:
-                padded = base + " " + " ".join(cfg.filler[j % len(cfg.filler)] for j in range(level))
-                meta = {"kind": "pad", "conv": ci, "turn": ti, "pad": level}
-                jobs.append((f"pad{level}:{ci}:{ti}", meta, ("score", _item(conv, ti, cfg.max_history, padded))))
-        if ci < cfg.position_pairs:
-            other = convs[(ci + len(convs) // 2) % len(convs)]
-            oti = other["eligible"][min(len(other["eligible"]) - 1, len(other["eligible"]) // 2)]
-            meta = {"kind": "pair", "conv": ci, "turn": ti, "other_conv": (ci + len(convs) // 2) % len(convs)}
-            jobs.append((f"pair:{ci}:{ti}", meta, ("pair", _item(conv, ti, cfg.max_history), base, other["turns"][oti][1])))
-    todo = [j for j in jobs if j[0] not in done]
-    task = progress.add_task("judging", total=len(jobs), completed=len(jobs) - len(todo)) if progress else None
-    with JsonlAppender(items_path) as w:
-        for start in range(0, len(todo), cfg.batch_size):
-            chunk = todo[start : start + cfg.batch_size]
 
-            async def run_one(job):
-                key, meta, spec = job
-                if spec[0] == "score":
-                    res = await judge.ascore(spec[1])
-                    rec = result_record(key, res)
-                    rec.pop("id")
-                    rec["length_words"] = _words(spec[1].response)
-                    return {"key": key, **meta, **rec}
-                res = await pair_judge.acompare(spec[1], spec[2], spec[3])
-                return {"key": key, **meta, **res.model_dump(exclude={"probs"})}
+    async def run_one(job) -> dict:
+        key, meta, spec = job
+        if spec[0] == "score":
+            res = await judge.ascore(spec[1])
+            rec = result_record(key, res)
+            rec.pop("id")
+            rec["length_words"] = _words(spec[1].response)
+            return {"key": key, **meta, **rec}
+        res = await pair_judge.acompare(spec[1], spec[2], spec[3])
+        return {"key": key, **meta, **res.model_dump(exclude={"probs"})}
 
-            for rec in await asyncio.gather(*(run_one(j) for j in chunk)):
-                w.write(rec)
-            if progress:
-                progress.advance(task, len(chunk))
+    with JobBar("calibrate", len(jobs), completed=sum(1 for j in jobs if j[0] in done), enabled=progress,
+                description="judging") as bar, JsonlAppender(items_path) as w:
+        # every failure is written (a calibration counts them); nothing is left to retry
+        await run_jobs(jobs, run_one, w, key=lambda job: job[0], done=done, concurrency=cfg.batch_size, retry_on=(), bar=bar)
     meta_path = out / "run.json"
     meta_path.write_text(json.dumps({"config": cfg.model_dump(), "data": str(data), "conversations": len(convs), "scorer": judge.scorer}, indent=2))
 
@@ -351,13 +351,7 @@ def plot(out: Path) -> Path | None:
 def calibrate(cfg: CalibrateConfig, show_progress: bool = True) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if show_progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as progress:
-            asyncio.run(_run(cfg, out, progress))
-    else:
-        asyncio.run(_run(cfg, out))
+    asyncio.run(_run(cfg, out, show_progress))
     report = analyse(out, cfg.bootstrap, cfg.seed)
     run = json.loads((out / "run.json").read_text())
     (out / "report.json").write_text(json.dumps(report, indent=2))

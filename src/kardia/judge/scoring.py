@@ -1,4 +1,5 @@
-"""Scoring a JSONL file of items, streamed and resumable (append + fsync per item, done ids skipped).
+"""Scoring a JSONL file of items, streamed and resumable: a loop body on `kardia.jobs` (up to
+`batch_size` items in flight, so the backend batches them; append + fsync per item, done ids skipped).
 
 An item whose judge *call* failed (error_kind "call": timeout, server down) is not written, so the next
 run retries it; an unparseable answer is written as a counted failure.
@@ -9,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pydantic import BaseModel, Field
 
+from ..jobs import JobBar, RetryLater, run_jobs
 from ..records import JsonlAppender, done_keys, iter_jsonl
 from .core import Judge, JudgeItem, result_record
 
@@ -30,43 +32,32 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-async def _score(cfg, judge: Judge, progress=None) -> tuple[int, list[str]]:
+def _inputs(path: str) -> Iterator[tuple[Any, JudgeItem]]:
+    """(key, item) per input line, streamed; a repeated id is an error (its results would be ambiguous)."""
+    seen: set = set()
+    for n, rec in iter_jsonl(path, model=ScoreInput):
+        key = rec.id if rec.id is not None else f"line-{n}"
+        if key in seen:
+            raise ValueError(f"{path}:{n}: field id: duplicate id {key!r}")
+        seen.add(key)
+        yield key, JudgeItem(profile=rec.profile, situation=rec.situation, history=rec.history, response=rec.response, id=str(key))
+
+
+async def _score_one(judge: Judge, key: Any, item: JudgeItem) -> dict:
+    res = await judge.ascore(item)
+    if res.error_kind == "call":  # the judge was not reached: not written, retried on the next run
+        raise RetryLater(res.error)
+    return result_record(key, res)
+
+
+async def _score(cfg, judge: Judge, progress: bool = False) -> tuple[int, list[str]]:
     out = Path(cfg.output)
     done = done_keys(out, "id")
     total = _count_lines(Path(cfg.input))
-    task = progress.add_task("judging", total=total, completed=len(done)) if progress else None
-    new = 0
-    to_retry: list[str] = []
-    batch: list[tuple[Any, JudgeItem]] = []
-    seen: set = set()
-    with JsonlAppender(out) as w:
-
-        async def flush() -> None:
-            nonlocal new
-            results = await judge.ascore_many([it for _, it in batch])
-            for (key, _), res in zip(batch, results):
-                if res.error_kind == "call":
-                    to_retry.append(f"{key}: {res.error}")
-                    continue
-                w.write(result_record(key, res))
-                new += 1
-            if progress:
-                progress.advance(task, len(batch))
-            batch.clear()
-
-        for n, rec in iter_jsonl(cfg.input, model=ScoreInput):
-            key = rec.id if rec.id is not None else f"line-{n}"
-            if key in seen:
-                raise ValueError(f"{cfg.input}:{n}: field id: duplicate id {key!r}")
-            seen.add(key)
-            if key in done:
-                continue
-            batch.append((key, JudgeItem(profile=rec.profile, situation=rec.situation, history=rec.history, response=rec.response, id=str(key))))
-            if len(batch) >= cfg.batch_size:
-                await flush()
-        if batch:
-            await flush()
-    return new, to_retry
+    with JobBar("judge", total, completed=len(done), enabled=progress, description="judging") as bar, JsonlAppender(out) as w:
+        stats = await run_jobs(_inputs(cfg.input), lambda pair: _score_one(judge, *pair), w, key=lambda pair: pair[0],
+                               done=done, concurrency=cfg.batch_size, bar=bar)
+    return stats.written, [f"{key}: {msg}" for key, msg in stats.retried]
 
 
 def summarise(path: Path) -> dict:
@@ -94,13 +85,7 @@ def score_file(cfg, show_progress: bool = True) -> dict:
     options = cfg.llm_options.for_model(cfg.model) if getattr(cfg, "llm_options", None) is not None else {}
     judge = Judge(cfg.model, rubric=cfg.rubric, mode=cfg.mode, scorer=cfg.scorer, parse_retries=cfg.parse_retries,
                   llm_options=options)
-    if show_progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as progress:
-            new, to_retry = asyncio.run(_score(cfg, judge, progress))
-    else:
-        new, to_retry = asyncio.run(_score(cfg, judge))
+    new, to_retry = asyncio.run(_score(cfg, judge, show_progress))
     summary = summarise(Path(cfg.output))
     summary["new"] = new
     summary["call_failures_to_retry"] = to_retry
