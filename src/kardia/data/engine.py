@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..jobs import JobBar, run_jobs
 from ..records import JsonlAppender, RecordError, done_keys
 from .anonymise import anon_username, load_or_make_salt, scrub
 from .config import BuildConfig
@@ -92,26 +93,13 @@ def dry_run_report(cfg: BuildConfig, items: Sequence[PlanItem], bad: list) -> di
     return d
 
 
+BAR_TEXT = "dialogues | turns {task.fields[turns]} | revisions {task.fields[revisions]} | failures {task.fields[failures]}"
+
+
 def _gen_path(work: Path, shard_spec: tuple[int, int] | None) -> Path:
     if shard_spec:
         return work / f"generated.shard-{shard_spec[0]}-of-{shard_spec[1]}.jsonl"
     return work / "generated.jsonl"
-
-
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]build"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("dialogues | turns {task.fields[turns]} | revisions {task.fields[revisions]} | failures {task.fields[failures]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
 
 
 async def generate(
@@ -127,57 +115,33 @@ async def generate(
     done: set = set()
     for f in sorted(work.glob("generated*.jsonl")):
         done |= done_keys(f)
-    todo = [it for it in items if it.id not in done]
+    todo = sum(1 for it in items if it.id not in done)
     counters = Counters()
     health = RoleHealth(cfg.max_role_failures)
     loop = loop or DialogueLoop(cfg, counters, health)
     loop.counters, loop.health = counters, health
-    failed: list[dict] = []
-    written = 0
-    appender = JsonlAppender(gen_path)
-    lock = asyncio.Lock()
-    it = iter(todo)
     t0 = time.monotonic()
-    bar = _progress(progress)
-    task = bar.add_task("build", total=len(todo), turns=0, revisions=0, failures=0)
 
-    def refresh() -> None:
-        bar.update(task, completed=written + len(failed), turns=counters.turns, revisions=counters.revisions, failures=counters.failures)
+    async def one(item: PlanItem) -> dict:
+        try:
+            res = await loop.run(item, anon_username(item.profile.username or item.profile.id, salt))
+        except DialogueFailed:
+            counters.failures += 1  # left out: the next run retries it
+            raise
+        return {"id": item.id, "record": res["record"], "trace": res["trace"]}
 
-    async def worker() -> None:
-        nonlocal written
-        for item in it:  # a shared iterator: each worker takes the next dialogue when free
-            try:
-                res = await loop.run(item, anon_username(item.profile.username or item.profile.id, salt))
-            except DialogueFailed as exc:
-                counters.failures += 1
-                failed.append({"id": item.id, "error": str(exc)})
-                refresh()
-                continue
-            line = {"id": item.id, "record": res["record"], "trace": res["trace"]}
-            async with lock:
-                await asyncio.to_thread(appender.write, line)
-            written += 1
-            refresh()
-
-    tasks: list[asyncio.Task] = []
+    fields = lambda: {"turns": counters.turns, "revisions": counters.revisions, "failures": counters.failures}  # noqa: E731
     try:
-        with bar:
-            tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(cfg.concurrency, len(todo))))]
-            done_tasks, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done_tasks:
-                if t.exception() is not None:
-                    raise t.exception()  # the first failure stops every worker (finally below)
+        with JobBar("build", todo, enabled=progress, fields=fields, extra=BAR_TEXT) as bar, JsonlAppender(gen_path) as app:
+            stats = await run_jobs(items, one, app, key=lambda it: it.id, done=done, concurrency=cfg.concurrency,
+                                   retry_on=(DialogueFailed,), bar=bar)
     except RoleFailed as exc:
         raise BuildError(str(exc)) from None
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        appender.close()
+    failed = [{"id": key, "error": msg} for key, msg in stats.retried]
+    written = stats.written
     return {
         "planned": len(items),
-        "already_done": len(items) - len(todo),
+        "already_done": len(items) - todo,
         "written": written,
         "failed": len(failed),
         "failed_ids": failed[:20],
