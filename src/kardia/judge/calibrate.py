@@ -143,8 +143,8 @@ async def _run(cfg: CalibrateConfig, out: Path, progress: bool = False) -> None:
     judge = Judge(cfg.model, rubric=rubric, mode=cfg.mode, scorer=cfg.scorer)  # type: ignore[arg-type]
     pair_judge = PairwiseJudge(cfg.model, rubric=rubric, scorer=cfg.scorer, llm=judge.llm)  # type: ignore[arg-type]
     items_path = out / "items.jsonl"
-    jobs = list(_jobs(cfg, convs))  # the plan only (keys and items): small, and counted for the bar
     done = done_keys(items_path, "key")
+    total = sum(1 for _ in _jobs(cfg, convs))  # streamed (the plan is cheap to remake): counted for the bar, then run
 
     async def run_one(job) -> dict:
         key, meta, spec = job
@@ -157,10 +157,10 @@ async def _run(cfg: CalibrateConfig, out: Path, progress: bool = False) -> None:
         res = await pair_judge.acompare(spec[1], spec[2], spec[3])
         return {"key": key, **meta, **res.model_dump(exclude={"probs"})}
 
-    with JobBar("calibrate", len(jobs), completed=sum(1 for j in jobs if j[0] in done), enabled=progress,
+    with JobBar("calibrate", total, completed=sum(1 for j in _jobs(cfg, convs) if j[0] in done), enabled=progress,
                 description="judging") as bar, JsonlAppender(items_path) as w:
         # every failure is written (a calibration counts them); nothing is left to retry
-        await run_jobs(jobs, run_one, w, key=lambda job: job[0], done=done, concurrency=cfg.batch_size, retry_on=(), bar=bar)
+        await run_jobs(_jobs(cfg, convs), run_one, w, key=lambda job: job[0], done=done, concurrency=cfg.batch_size, retry_on=(), bar=bar)
     meta_path = out / "run.json"
     meta_path.write_text(json.dumps({"config": cfg.model_dump(), "data": str(data), "conversations": len(convs), "scorer": judge.scorer}, indent=2))
 
