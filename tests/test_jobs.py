@@ -140,3 +140,22 @@ def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
     ids = _ids(path)
     assert sorted(ids) == list(range(30)) and len(ids) == len(set(ids))
     assert stats.already_done == _ids_before and stats.written == 30 - _ids_before
+
+
+def test_ordered_writes_in_item_order_within_the_in_flight_limit(tmp_path):
+    live = {"now": 0, "max": 0}
+
+    async def work(i):
+        live["now"] += 1
+        live["max"] = max(live["max"], live["now"])
+        await asyncio.sleep(0.002 * ((7 - i) % 4))  # later items often finish first
+        live["now"] -= 1
+        return {"id": i}
+
+    path = tmp_path / "out.jsonl"
+    stats = _run(range(12), work, path, concurrency=3, ordered=True)
+    assert _ids(path) == list(range(12)) and stats.written == 12
+    assert live["max"] <= 3
+    unordered = tmp_path / "any.jsonl"
+    _run(range(12), work, unordered, concurrency=3)
+    assert sorted(_ids(unordered)) == list(range(12))

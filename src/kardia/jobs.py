@@ -15,6 +15,7 @@ so a command supplies only its loop body (`work(item) -> record`):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,15 +81,17 @@ async def run_jobs(
     concurrency: int = 64,
     retry_on: tuple[type[BaseException], ...] = (RetryLater,),
     is_failure: Callable[[Any], bool] | None = None,
+    ordered: bool = False,
     bar: JobBar | None = None,
 ) -> JobStats:
     """Run `work` over the items not yet in `out`, up to `concurrency` at a time; see the module docstring.
 
-    `done` defaults to the `record_key` values already in `out`'s file.
+    `done` defaults to the `record_key` values already in `out`'s file. `ordered`: records are written
+    in the items' order (else as they finish).
     """
     done = done_keys(out.path, record_key) if done is None else done
     stats = JobStats(already_done=len(done))
-    pending: dict[asyncio.Task, Hashable] = {}
+    pending: dict[asyncio.Task, Hashable] = {}  # in submission order (dicts keep it)
     todo = (item for item in items if key(item) not in done)
     exhausted = False
     try:
@@ -101,7 +104,15 @@ async def run_jobs(
                 pending[asyncio.ensure_future(work(item))] = key(item)
             if not pending:
                 return stats
-            finished, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            running = [t for t in pending if not t.done()]  # ordered: done ones may wait for an earlier one
+            if running:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            finished = [t for t in pending if t.done()]
+            stop = next((t for t in finished if not isinstance(t.exception(), (type(None), *retry_on))), None)
+            if stop is not None:
+                raise stop.exception()  # other finished tasks' exceptions were retrieved above: one error, no warnings
+            if ordered:  # a record waits for those before it (it keeps its slot, so memory stays bounded)
+                finished = list(itertools.takewhile(lambda t: t.done(), pending))
             for task in finished:
                 item_key = pending.pop(task)
                 exc = task.exception()
@@ -110,13 +121,8 @@ async def run_jobs(
                     await asyncio.to_thread(out.write, record)  # fsync off the event loop
                     stats.written += 1
                     stats.recorded_failures += int(bool(is_failure and is_failure(record)))
-                elif isinstance(exc, retry_on):
-                    stats.retried.append((item_key, str(exc)))
                 else:
-                    for other in finished:
-                        if other is not task and not other.cancelled():
-                            other.exception()  # retrieved: one error is raised, not a flood of warnings
-                    raise exc
+                    stats.retried.append((item_key, str(exc)))
                 if bar is not None:
                     bar.advance()
     finally:

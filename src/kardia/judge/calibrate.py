@@ -160,7 +160,8 @@ async def _run(cfg: CalibrateConfig, out: Path, progress: bool = False) -> None:
     with JobBar("calibrate", total, completed=sum(1 for j in _jobs(cfg, convs) if j[0] in done), enabled=progress,
                 description="judging") as bar, JsonlAppender(items_path) as w:
         # every failure is written (a calibration counts them); nothing is left to retry
-        await run_jobs(_jobs(cfg, convs), run_one, w, key=lambda job: job[0], done=done, concurrency=cfg.batch_size, retry_on=(), bar=bar)
+        await run_jobs(_jobs(cfg, convs), run_one, w, key=lambda job: job[0], done=done, concurrency=cfg.batch_size, retry_on=(),
+                       ordered=True, bar=bar)
     meta_path = out / "run.json"
     meta_path.write_text(json.dumps({"config": cfg.model_dump(), "data": str(data), "conversations": len(convs), "scorer": judge.scorer}, indent=2))
 

@@ -56,7 +56,7 @@ async def _score(cfg, judge: Judge, progress: bool = False) -> tuple[int, list[s
     total = _count_lines(Path(cfg.input))
     with JobBar("judge", total, completed=len(done), enabled=progress, description="judging") as bar, JsonlAppender(out) as w:
         stats = await run_jobs(_inputs(cfg.input), lambda pair: _score_one(judge, *pair), w, key=lambda pair: pair[0],
-                               done=done, concurrency=cfg.batch_size, bar=bar)
+                               done=done, concurrency=cfg.batch_size, ordered=True, bar=bar)
     return stats.written, [f"{key}: {msg}" for key, msg in stats.retried]
 
 
