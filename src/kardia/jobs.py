@@ -94,6 +94,22 @@ async def run_jobs(
     pending: dict[asyncio.Task, Hashable] = {}  # in submission order (dicts keep it)
     todo = (item for item in items if key(item) not in done)
     exhausted = False
+    lock = asyncio.Lock()
+
+    async def write(record: Any) -> None:
+        async with lock:  # one writer at a time; the fsync runs off the event loop
+            await asyncio.to_thread(out.write, record)
+        stats.written += 1
+        stats.recorded_failures += int(bool(is_failure and is_failure(record)))
+        if bar is not None:
+            bar.advance()
+
+    async def one(item: T) -> Any:
+        record = await work(item)
+        if not ordered:  # written by the item's own task, so a finished item never waits for another's write
+            await write(record)
+        return record
+
     try:
         while True:
             while not exhausted and len(pending) < max(1, concurrency):
@@ -101,7 +117,7 @@ async def run_jobs(
                 if item is None:
                     exhausted = True
                     break
-                pending[asyncio.ensure_future(work(item))] = key(item)
+                pending[asyncio.ensure_future(one(item))] = key(item)
             if not pending:
                 return stats
             running = [t for t in pending if not t.done()]  # ordered: done ones may wait for an earlier one
@@ -116,15 +132,12 @@ async def run_jobs(
             for task in finished:
                 item_key = pending.pop(task)
                 exc = task.exception()
-                if exc is None:
-                    record = task.result()
-                    await asyncio.to_thread(out.write, record)  # fsync off the event loop
-                    stats.written += 1
-                    stats.recorded_failures += int(bool(is_failure and is_failure(record)))
-                else:
+                if exc is not None:
                     stats.retried.append((item_key, str(exc)))
-                if bar is not None:
-                    bar.advance()
+                    if bar is not None:
+                        bar.advance()
+                elif ordered:
+                    await write(task.result())
     finally:
         for task in pending:
             task.cancel()
