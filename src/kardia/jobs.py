@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable, Hashable, Iterable, TypeVar
 from .records import JsonlAppender, done_keys
 
 T = TypeVar("T")
+_END = object()  # the items are exhausted (an item may itself be None)
 
 
 class RetryLater(Exception):
@@ -113,8 +114,8 @@ async def run_jobs(
     try:
         while True:
             while not exhausted and len(pending) < max(1, concurrency):
-                item = next(todo, None)
-                if item is None:
+                item = next(todo, _END)
+                if item is _END:
                     exhausted = True
                     break
                 pending[asyncio.ensure_future(one(item))] = key(item)
