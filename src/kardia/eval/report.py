@@ -205,9 +205,9 @@ def _no_response_lines(metrics: dict[str, Any]) -> list[str]:
 
 
 def _judge_line(r: dict[str, Any], j: dict[str, Any]) -> str:
-    from .run import judge_off
+    from ..config import optional_model
 
-    if judge_off(r.get("judge")):
+    if optional_model(r.get("judge")) is None:  # older runs stored "off"/"none"
         return "- Judge: none (judged dimensions not run)"
     return (f"- Judge: `{r['judge']}` (rubric `{r['rubric']}`): {j['scored']} scored, **{j['failures']} judge failures**"
             + (f" ({', '.join(f'{k}: {v}' for k, v in j['failure_kinds'].items())})" if j["failure_kinds"] else "")

@@ -29,9 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from ..config import KardiaConfig
+from ..config import KardiaConfig, OptionalModel, optional_model
 from ..llm.options import LLMOptions
 from ..records import JsonlAppender, done_keys, iter_jsonl
 from .loaders import EvalItem, load_items
@@ -50,7 +50,7 @@ class EvalConfig(KardiaConfig):
     format: Literal["auto", "kardia", "ed", "esconv"] = "auto"
     out: str = ""
     mode: Literal["auto", "spans", "plain"] = "auto"
-    judge: str | None = "embedded"  # None or "none": no judged dimensions
+    judge: OptionalModel = "embedded"  # none/off: no judged dimensions
     rubric: str = "kardia"
     judge_mode: Literal["single", "per_dimension"] = "single"
     judge_scorer: Literal["text", "probs", "auto"] = "auto"  # auto: probs for a local judge, text for a remote one
@@ -71,22 +71,12 @@ class EvalConfig(KardiaConfig):
     llm_options: LLMOptions = Field(default_factory=LLMOptions)  # timeout, retries, limits of model and judge
     item_timeout_s: float | None = Field(None, gt=0)  # a whole item (generation, judge): past it, a failure retried next run
     safety: bool = True  # crisis-handling metric via kardia.safety
-    safety_model: str | None = None
+    safety_model: OptionalModel = None
     esconv_include_approximate: bool = True
     cache: bool = True
     n_boot: int = 1000
     boot_seed: int = 0
     report: bool = True
-
-    @field_validator("judge", mode="before")
-    @classmethod
-    def _judge_off_from_yaml(cls, v: Any) -> Any:
-        """YAML reads `off`/`no`/`false` (from a file or `--judge off`) as False: that means no judge."""
-        if v is False:
-            return "off"
-        if v is True:
-            raise ValueError("expected a judge model string, or 'none' or 'off' for no judge (YAML reads on/yes/true as a boolean)")
-        return v
 
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resume."""
@@ -117,11 +107,6 @@ def detect_mode(model: str) -> str:
     tok = AutoTokenizer.from_pretrained(resolve_model_path(model))
     vocab = tok.get_vocab()
     return "spans" if all(t in vocab for t in SPAN_TOKENS) else "plain"
-
-
-def judge_off(judge: str | None) -> bool:
-    """'none', 'off' or empty: the eval runs without judged dimensions."""
-    return judge is None or str(judge).lower() in ("", "none", "off")
 
 
 def _visible(content: str) -> str:
@@ -187,7 +172,7 @@ class Evaluator:
             except ModuleNotFoundError as exc:
                 raise EvalError(f"the crisis-handling metric needs kardia.safety ({exc}); or pass --set safety=false") from None
         self.judge = None
-        if not judge_off(cfg.judge):
+        if cfg.judge is not None:
             from ..judge import Judge
 
             self.judge = Judge(model=cfg.judge, rubric=cfg.rubric, mode=cfg.judge_mode, scorer=cfg.judge_scorer,
@@ -348,7 +333,9 @@ def _check_run_file(out: Path, cfg: EvalConfig, mode: str) -> dict:
     ident = {**cfg.identity(), "mode": mode}
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
-        before = old.get("identity", {})
+        before = dict(old.get("identity", {}))
+        if "judge" in before:  # runs before OptionalModel stored "off"/"none" for no judge
+            before["judge"] = optional_model(before["judge"])
         # a key an older run.json lacks is taken at the behaviour it had before the setting existed
         defaults = {**{k: f.default for k, f in EvalConfig.model_fields.items()}, **BEFORE_SETTING}
         diff = {k: (before.get(k, defaults.get(k)), v) for k, v in ident.items() if before.get(k, defaults.get(k)) != v}
