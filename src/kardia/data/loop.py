@@ -320,7 +320,7 @@ class DialogueLoop:
             crit = None
             error = str(exc)
         else:
-            error = crit.error[len("llm:"):].strip() if (crit.error or "").startswith("llm:") else None
+            error = crit.error.removeprefix("llm:").strip() if crit.error_kind == "call" else None
         if error is not None:  # the critic's MODEL failed (not its answer): a role failure
             self.health.failed("critic", self.models["critic"], error)
             raise DialogueFailed(f"critic: {error}")

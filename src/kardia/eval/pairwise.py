@@ -47,7 +47,7 @@ async def _judge_all(judge, pairs, appender: JsonlAppender, done: set, concurren
             item = JudgeItem(profile=ra.get("profile", ""), situation=ra.get("situation", ""),
                              history=ra.get("history") or [], response="")
             res = await judge.acompare(item, ra.get("response", ""), rb.get("response", ""))
-        if res.error and "LLMError" in res.error:
+        if res.error_kind == "call":
             on_done(False)  # a call that failed: not written, retried on the next run
             return
         outcome = None if res.error else ("tie" if res.preferred is None else ("win" if res.preferred == "first" else "loss"))

@@ -282,7 +282,7 @@ class Evaluator:
             rec["risk"], rec["crisis_handled"] = None, None
         if judge_task is not None:
             res = await judge_task
-            kind = getattr(res, "error_kind", None)
+            kind = res.error_kind
             if kind == "call":  # the judge was not reached: leave the item out, retried next run
                 from ..llm import LLMError
 

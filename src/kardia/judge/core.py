@@ -17,7 +17,19 @@ from .isolate import data_block, history_text
 from .parse import JudgeParseError, parse_reasons, parse_scores
 from .rubric import Dimension, Rubric, load_rubric
 
-PROBS_PREFIX = "Score: "  # the assistant turn is opened with this; the next token is the digit
+PROBS_PREFIX = "Score: "
+
+# Why a judgement failed, for the readers that decide what to do with it: "call" (a model call failed
+# for good: a rerun may reach the model, so retry) or "parse" (the model answered, but no usable result
+# came out: a rerun gives the same answer, so it is a counted failure).
+ErrorKind = Literal["call", "parse"]
+
+
+def legacy_error_kind(error: str | None) -> ErrorKind | None:
+    """The kind of a failure recorded before `error_kind` existed, read from its old message prefix."""
+    if not error:
+        return None
+    return "call" if error.startswith(("llm:", "LLMError")) else "parse"  # the assistant turn is opened with this; the next token is the digit
 
 
 class JudgeItem(BaseModel):
@@ -42,7 +54,7 @@ class JudgeResult(BaseModel):
     reasons: dict[str, str] = Field(default_factory=dict)
     reward: float | None = None
     error: str | None = None
-    error_kind: Literal["call", "parse"] | None = None
+    error_kind: ErrorKind | None = None
     vetoed: list[str] = Field(default_factory=list)
     raw: str = ""
     probs: dict[str, dict[str, float]] | None = None
