@@ -98,6 +98,21 @@ class CountingLLM(LLM):
         return out
 
 
+def test_token_probs_is_one_capability_on_the_model_interface(tmp_path):
+    """Callers ask `llm.token_probs` (not hasattr): local backends have it, remote ones not, a cache forwards it."""
+    from kardia.llm.local import LocalLLM
+    from kardia.llm.openai_backend import OpenAILLM
+
+    assert LocalLLM.token_probs is True and OpenAILLM.token_probs is False and CountingLLM().token_probs is False
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    assert CachedLLM(CountingLLM(), cache).token_probs is False
+
+    class WithProbs(CountingLLM):
+        token_probs = True
+
+    assert CachedLLM(WithProbs(), cache).token_probs is True
+
+
 def conv(text: str) -> list[dict]:
     return [{"role": "system", "content": "sys"}, {"role": "user", "content": text}]
 

@@ -164,7 +164,7 @@ class Evaluator:
             from ..prompts import PromptProfile
 
             self.prompt = PromptProfile.for_model(cfg.model)  # the prompt a Kardia-trained model was trained with
-        if mode == "plain" and cfg.emotion_reader.startswith("probs") and not hasattr(self.llm, "asequence_logprobs"):
+        if mode == "plain" and cfg.emotion_reader.startswith("probs") and not self.llm.token_probs:
             raise EvalError(f"emotion_reader=probs needs a local model (next-token probabilities); {cfg.model} has none")
         if cfg.safety:
             try:

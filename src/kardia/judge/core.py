@@ -121,7 +121,7 @@ class ModelRole:
     @property
     def scorer(self) -> str:
         if self._scorer == "auto":
-            return "probs" if hasattr(self.llm, "anext_token_probs") else "text"
+            return "probs" if self.llm.token_probs else "text"
         return self._scorer
 
 
@@ -266,8 +266,7 @@ class Judge(ModelRole):
         return (self.rubric.scale.min, self.rubric.scale.max)
 
     async def _score_probs(self, item: JudgeItem) -> JudgeResult:
-        fn = getattr(self.llm, "anext_token_probs", None)
-        if fn is None:
+        if not self.llm.token_probs:
             raise ValueError(f"scorer='probs' needs a local model (embedded or a folder); {self.model!r} has no token probabilities")
         lo, hi = self._scale()
         cands = [str(i) for i in range(lo, hi + 1)]
@@ -275,8 +274,8 @@ class Judge(ModelRole):
             raise ValueError("scorer='probs' needs a single-digit scale")
         dims = self.rubric.dimensions
         batch = [self.messages_dimension(item, d, template="judge/probs") for d in dims]
-        shared = getattr(self.llm, "anext_token_probs_shared", None)  # the dimensions' prompts share the data block
-        probs = await (shared or fn)(batch, cands, PROBS_PREFIX)
+        # the dimensions' prompts share the data block: one pass over it
+        probs = await self.llm.anext_token_probs_shared(batch, cands, PROBS_PREFIX)
         scores = {d.key: sum(int(c) * p[c] for c in cands) for d, p in zip(dims, probs)}
         reward, vetoed = aggregate(scores, self.rubric)
         return JudgeResult(
