@@ -166,11 +166,6 @@ class Evaluator:
             self.prompt = PromptProfile.for_model(cfg.model)  # the prompt a Kardia-trained model was trained with
         if mode == "plain" and cfg.emotion_reader.startswith("probs") and not self.llm.token_probs:
             raise EvalError(f"emotion_reader=probs needs a local model (next-token probabilities); {cfg.model} has none")
-        if cfg.safety:
-            try:
-                from .. import safety  # noqa: F401
-            except ModuleNotFoundError as exc:
-                raise EvalError(f"the crisis-handling metric needs kardia.safety ({exc}); or pass --set safety=false") from None
         self.judge = None
         if cfg.judge is not None:
             from ..judge import Judge

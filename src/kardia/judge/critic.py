@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from ..llm import LLMError, SamplingParams
 from ..llm.types import run_sync
 from ..prompts import fill
+from ..spans import SPAN_NAMES, parse
 from .core import ErrorKind, JudgeItem, ModelRole
 from .isolate import data_block, history_text
 from .parse import JudgeParseError, parse_reasons, parse_verdict
@@ -37,10 +38,6 @@ class Critique(BaseModel):
 
 def _turn_text(response: str) -> str:
     """The four spans as labelled lines (what the critic grades), or the raw text when no span is found."""
-    try:
-        from ..spans import SPAN_NAMES, parse
-    except ImportError:  # pragma: no cover - spans is part of the package
-        return response
     parsed = parse(response)
     values = parsed.as_dict()
     if all(v is None for v in values.values()):
