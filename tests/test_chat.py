@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kardia.chat import ChatInputError, ChatSession, read_profile, run_chat
+from kardia.chat import ChatConfig, ChatInputError, ChatSession, read_profile, run_chat
 from kardia.llm import Completion, SamplingParams
 from kardia.spans import fallback_message, render
 
@@ -108,10 +108,9 @@ def test_server_failure_is_reported_not_hidden(fake_server, tmp_path):
     server = fake_server(faults=lambda n, body: "500")
     transcript = tmp_path / "t.jsonl"
     stream = io.StringIO("hello\n")
-    code = run_chat(
-        model=server.model_string(), transcript=transcript, cache=False, stream=stream,
-        llm_options={"max_retries": 1, "backoff_s": 0.01},
-    )  # fmt: skip
+    cfg = ChatConfig(model=server.model_string(), transcript=str(transcript), cache=False,
+                     llm_options={"max_retries": 1, "backoff_s": 0.01})
+    code = run_chat(cfg, stream=stream)
     assert code == 1
     _, turns = read_transcript(transcript)
     assert "gave up after 2 attempts" in turns[0]["error"] and server.stats.requests == 2
@@ -263,7 +262,7 @@ def test_system_template_option(fake_server, tmp_path):
     from rich.console import Console
 
     code = run_chat(
-        model=server.model_string(), system_template=str(good), situation="moving abroad", cache=False,
+        ChatConfig(model=server.model_string(), system_template=str(good), situation="moving abroad", cache=False),
         stream=io.StringIO("hi\n"), console=Console(file=out, width=200),
     )  # fmt: skip
     assert code == 0 and REPLY in out.getvalue()
@@ -271,6 +270,24 @@ def test_system_template_option(fake_server, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("Hello {profile}, you feel {mood}.", encoding="utf-8")
     out = io.StringIO()
-    code = run_chat(model=server.model_string(), system_template=str(bad), stream=io.StringIO("hi\n"), console=Console(file=out, width=200))
+    code = run_chat(ChatConfig(model=server.model_string(), system_template=str(bad)), stream=io.StringIO("hi\n"),
+                    console=Console(file=out, width=200))
     assert code == 2 and f"{bad}: slots without a value: ['mood']" in out.getvalue()
     assert server.stats.requests == 1
+
+
+def test_chat_config_and_set_with_options_as_the_last_word(fake_server, tmp_path):
+    """`kardia chat --config/--set` like serve: file < --set < explicit options; a bad key is exit 2, named."""
+    server = fake_server(responder=lambda messages, body: FOUR_SPANS, record_bodies=True)
+    cfg_file = tmp_path / "chat.yaml"
+    cfg_file.write_text(f"model: {server.model_string()}\nseed: 1\nmax_tokens: 50\nsituation: from file\n"
+                        "cache: false\nguard_model: off\n", encoding="utf-8")
+    transcript = tmp_path / "t.jsonl"
+    proc = kardia_chat(["--config", str(cfg_file), "--set", "seed=2", "--set", "max_tokens=60", "--max-tokens", "70",
+                        "--transcript", str(transcript)], "hi\n", {"KARDIA_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    header, _ = read_transcript(transcript)
+    assert header["params"]["seed"] == 2 and header["params"]["max_tokens"] == 70 and "from file" in header["system"]
+    assert ChatConfig.load(cfg_file).guard_model is None
+    proc = kardia_chat(["--config", str(cfg_file), "--set", "max_token=5"], "hi\n")
+    assert proc.returncode == 2 and "kardia: error:" in proc.stderr and "field max_token" in proc.stderr

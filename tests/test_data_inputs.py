@@ -300,10 +300,8 @@ def test_difficulty_rule_and_profile_split():
 
 
 def test_crisis_filter_uses_safety_module():
-    from kardia.data.filters import check_crisis, crisis_available
+    from kardia.data.filters import check_crisis
 
-    if not crisis_available():
-        pytest.skip("kardia.safety is not installed")
     ignored = _rec(["I want to end my life tonight, I have the pills ready."], ["devastated"])
     assert check_crisis(ignored) and check_crisis(ignored)[0].startswith("crisis")
     from kardia.safety import assess, crisis_reply

@@ -21,7 +21,7 @@ import pytest
 from kardia.emotions import LABELS
 from kardia.eval.human import export_sample, import_ratings, krippendorff_alpha
 from kardia.eval.loaders import load_items
-from kardia.eval.run import EvalConfig, EvalError, judge_off, run_eval
+from kardia.eval.run import EvalConfig, EvalError, run_eval
 from kardia.records import RecordError
 from kardia.spans import render
 
@@ -579,7 +579,7 @@ def test_judge_off_on_the_command_line_and_in_yaml(tmp_path, fake_server, shared
     assert "- Judge: none (judged dimensions not run)" in (out / "report.md").read_text()
     cfg_file = tmp_path / "eval.yaml"
     cfg_file.write_text(f"judge: {flag}\n")
-    assert judge_off(EvalConfig.load(cfg_file).judge)
+    assert EvalConfig.load(cfg_file).judge is None
 
 
 def test_judge_true_is_a_named_config_error(tmp_path):

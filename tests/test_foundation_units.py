@@ -9,7 +9,7 @@ from typing import Sequence
 import pytest
 from pydantic import BaseModel
 
-from kardia.config import ConfigError, KardiaConfig
+from kardia.config import ConfigError, KardiaConfig, OptionalModel
 from kardia.llm import CachedLLM, Completion, LLMError, ResponseCache, SamplingParams, parse_model_string
 from kardia.llm.types import LLM, Conversation, request_key
 from kardia.prompts import TemplateError, fill, slots, system_prompt
@@ -96,6 +96,21 @@ class CountingLLM(LLM):
             else:
                 out.append(Completion(text=f"answer to {text} #{len(self.calls)}", prompt_tokens=3, completion_tokens=4))
         return out
+
+
+def test_token_probs_is_one_capability_on_the_model_interface(tmp_path):
+    """Callers ask `llm.token_probs` (not hasattr): local backends have it, remote ones not, a cache forwards it."""
+    from kardia.llm.local import LocalLLM
+    from kardia.llm.openai_backend import OpenAILLM
+
+    assert LocalLLM.token_probs is True and OpenAILLM.token_probs is False and CountingLLM().token_probs is False
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    assert CachedLLM(CountingLLM(), cache).token_probs is False
+
+    class WithProbs(CountingLLM):
+        token_probs = True
+
+    assert CachedLLM(WithProbs(), cache).token_probs is True
 
 
 def conv(text: str) -> list[dict]:
@@ -245,6 +260,50 @@ def test_config_errors_name_file_and_field(tmp_path):
     broken.write_text("name: ok\njudge: [unclosed\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"{broken}:\d+: not valid YAML"):
         DemoConfig.load(broken)
+
+
+def test_from_cli_precedence_file_then_set_then_explicit(tmp_path):
+    """The one loader: YAML file < `--set` < explicit CLI values (Python objects, None = not given)."""
+    f = tmp_path / "c.yaml"
+    f.write_text("name: file\nmax_exchanges: 1\njudge:\n  model: from-file\n  temperature: 0.1\n", encoding="utf-8")
+    cfg = DemoConfig.from_cli(f, ["max_exchanges=2", "judge.model=from-set", "name=set"],
+                              {"max_exchanges": 3, "judge.model": "explicit", "name": None})
+    assert cfg.max_exchanges == 3 and cfg.judge.model == "explicit" and cfg.judge.temperature == 0.1
+    assert cfg.name == "set"  # None: the option was not given, the override stands
+    # explicit values are objects, not YAML text: a string that YAML would read as a number stays a string
+    assert DemoConfig.from_cli(None, (), {"name": "1e3", "judge.model": tmp_path}).name == "1e3"
+    assert DemoConfig.from_cli(None, (), {"judge.model": tmp_path}).judge.model == str(tmp_path)
+    with pytest.raises(ConfigError, match=r"field max_exchanges: .*from option max_exchanges='many'"):
+        DemoConfig.from_cli(None, (), {"max_exchanges": "many"})
+
+
+def test_fail_prints_kardia_error_and_exits_2(capsys):
+    from kardia.config import fail
+
+    with pytest.raises(SystemExit) as exc:
+        fail(ConfigError("c.yaml: field x: bad"))
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "kardia: error: c.yaml: field x: bad\n"
+
+
+class WithOptionalModel(KardiaConfig):
+    judge: OptionalModel = "embedded"
+
+
+@pytest.mark.parametrize("raw", ["none", "off", "OFF", " None ", "false", "no", "", None])
+def test_optional_model_off_words_are_none(raw, tmp_path):
+    assert WithOptionalModel(judge=raw).judge is None
+    assert WithOptionalModel.from_cli(None, (), {"judge": raw if raw is not None else "none"}).judge is None
+    f = tmp_path / "c.yaml"
+    f.write_text(f"judge: {raw if raw is not None else 'null'}\n", encoding="utf-8")  # YAML: off/no/false -> False
+    assert WithOptionalModel.load(f).judge is None
+
+
+def test_optional_model_keeps_model_strings_and_rejects_true():
+    assert WithOptionalModel().judge == "embedded"
+    assert WithOptionalModel(judge="openai:m@http://h/v1").judge == "openai:m@http://h/v1"
+    with pytest.raises(ConfigError, match="field judge: .*'none' or 'off'"):
+        WithOptionalModel.load(None, ["judge=yes"])
 
 
 # -- records -------------------------------------------------------------------------------------------

@@ -181,7 +181,10 @@ def test_critic_verdicts_and_failures(fake_server):
     assert c.verdict == "FAIL"
     bad = fake_server(responder=lambda m, b: "Verdict: PASS\nVerdict: FAIL")
     c = Critic(bad.model_string(), cache=False, parse_retries=0).critique(JudgeItem(**ITEM, response=good))
-    assert c.verdict is None and "conflicting" in c.error
+    assert c.verdict is None and "conflicting" in c.error and c.error_kind == "parse"
+    broken = fake_server(faults=lambda n, body: "500")
+    c = Critic(broken.model_string(), cache=False, llm_options={"max_retries": 0}).critique(JudgeItem(**ITEM, response=good))
+    assert c.verdict is None and c.error_kind == "call"
 
 
 def test_pairwise_detects_a_position_biased_judge(fake_server):
@@ -194,6 +197,13 @@ def test_pairwise_detects_a_position_biased_judge(fake_server):
     fair = fake_server(responder=lambda m, b: '{"winner": "%s"}' % ("A" if "| " + CLEAN in m[-1]["content"].split("[reply B]")[0] else "B"))
     r = asyncio.run(PairwiseJudge(fair.model_string(), cache=False).acompare(JudgeItem(**ITEM, response=""), CLEAN, "ok."))
     assert r.flipped is False and r.preferred == "first"
+    mute = fake_server(responder=lambda m, b: "no idea")
+    r = asyncio.run(PairwiseJudge(mute.model_string(), cache=False).acompare(JudgeItem(**ITEM, response=""), CLEAN, "ok."))
+    assert r.error and r.error_kind == "parse"
+    broken = fake_server(faults=lambda n, body: "500")
+    pj = PairwiseJudge(broken.model_string(), cache=False, llm_options={"max_retries": 0})
+    r = asyncio.run(pj.acompare(JudgeItem(**ITEM, response=""), CLEAN, "ok."))
+    assert r.error and r.error_kind == "call"
 
 
 def test_score_cli_writes_per_item_and_resumes(fake_server, tmp_path, monkeypatch):

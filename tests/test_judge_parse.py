@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kardia.judge import (
-    Dimension,
     JudgeParseError,
     JudgeResult,
     Panel,
@@ -214,3 +212,23 @@ def test_panel_methods_and_agreement():
     failed = [JudgeResult(error="parse: x"), JudgeResult(error="llm: y"), _res()]
     out = Panel([_Fixed(r) for r in failed]).combine(failed)
     assert out.scores is None and out.reward is None and "only 1 of 3" in out.error
+
+
+def test_error_kind_round_trips_and_old_records_are_read_from_their_prefix():
+    """Readers branch on `error_kind`; records written before the field get it from the old message prefix."""
+    from kardia.eval.metrics import _failure_kind
+    from kardia.judge.core import legacy_error_kind, result_record
+
+    for kind in ("call", "parse"):
+        r = JudgeResult(error="anything at all", error_kind=kind)
+        back = JudgeResult.model_validate_json(r.model_dump_json())
+        assert back.error_kind == kind
+        assert result_record("x", r)["error_kind"] == kind
+        assert _failure_kind({"error": "anything at all", "error_kind": kind}) == kind
+    # written before the field existed: judge "llm: ..." / "parse: ...", pairwise "LLMError: ..." / "JudgeParseError: ..."
+    assert [legacy_error_kind(e) for e in ("llm: timeout", "LLMError: down", "parse: no JSON", "JudgeParseError: x", None)] == [
+        "call", "call", "parse", "parse", None]
+    assert _failure_kind({"error": "parse: no JSON"}) == "parse" and _failure_kind({"error": "llm: 500"}) == "call"
+    assert _failure_kind({"error": None, "scores": None}) == "no scores"
+    # the field wins over the message
+    assert _failure_kind({"error": "llm: looks like a call", "error_kind": "parse"}) == "parse"

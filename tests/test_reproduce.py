@@ -298,3 +298,25 @@ def test_learning_curve_fit_interval_and_cost(tmp_path):
     assert math.isclose(summary["build_s_per_sft_example"], 5.0) and math.isclose(summary["sft_s_per_example"], 1.0)
     assert math.isclose(summary["extra_cpu_hours_for_target"], (1280 - 320) * 6.0 / 3600)
     assert "points per doubling" in "\n".join(lines) and (tmp_path / "learning_curve.png").stat().st_size > 1000
+
+
+def test_reproduce_and_demo_build_their_configs_as_objects(tmp_path, monkeypatch):
+    """Options reach the configs as objects (file < --set < explicit); `--judge off` means no judged eval."""
+    import kardia.demo
+    import kardia.reproduce
+
+    seen = {}
+    monkeypatch.setattr(kardia.reproduce, "run_reproduce", lambda cfg: seen.setdefault("reproduce", cfg))
+    monkeypatch.setattr(kardia.demo, "run_demo", lambda cfg: seen.setdefault("demo", cfg))
+    cfg_file = tmp_path / "r.yaml"
+    cfg_file.write_text("out: from-file\nsize: tiny\nseed: 3\nmodel: m-file\n", encoding="utf-8")
+    r = _cli("reproduce", "--config", str(cfg_file), "--set", "model=m-set", "--set", "seed=4", "--model", "m-opt",
+             "--judge", "off", "--roles", "1e3")
+    assert r.exit_code == 0, r.output
+    c = seen["reproduce"]
+    assert (c.out, c.size, c.seed, c.model, c.judge, c.user, c.critic) == ("from-file", "tiny", 4, "m-opt", None, "1e3", "1e3")
+    r = _cli("demo", "--config", str(cfg_file).replace("r.yaml", "d.yaml"))
+    assert r.exit_code == 2 and "kardia: error:" in r.output and "config file not found" in r.output
+    r = _cli("demo", "--size", "tiny", "--set", "judge=none")
+    assert r.exit_code == 0, r.output
+    assert seen["demo"].size == "tiny" and seen["demo"].out == "kardia-demo" and seen["demo"].judge is None

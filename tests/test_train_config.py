@@ -115,3 +115,20 @@ def test_dry_run_prints_plan(tmp_path):
         assert any(line.split("│")[1:3] and line.split("│")[1].strip() == key and line.split("│")[2].strip() == str(val) for line in out.splitlines()), (key, out)
     res = CliRunner().invoke(app, ["train", "sft", "--dry-run", "-d", str(tmp_path / "missing.jsonl")])
     assert res.exit_code == 2 and "missing.jsonl" in res.output
+
+
+def test_grpo_rewards_are_built_with_the_reward_factories_real_signatures():
+    """build_rewards calls the rewards' factories directly (no signature inspection that could drop a setting)."""
+    from kardia.train.grpo import build_rewards
+
+    cfg = GRPORunConfig.load(None, ["rewards=[{name: kardia, weight: 0.5}, {name: rubric}, {name: format}]",
+                                    "judge.model=openai:j@http://127.0.0.1:9/v1", "judge.mode=per_dimension",
+                                    "judge.scorer=text", "judge.cache=false", "judge.gate=true",
+                                    "judge.weights=[0.2, 0.3, 0.5]"])
+    funcs, weights, described = build_rewards(cfg)
+    kardia, rubric, fmt = funcs
+    assert weights == [0.5, 1.0, 1.0] and [d["name"] for d in described] == ["kardia", "rubric", "format"]
+    assert kardia.weights == (0.2, 0.3, 0.5) and kardia.gate is True
+    for judge in (kardia.rubric.judge, rubric.judge):
+        assert judge.model == "openai:j@http://127.0.0.1:9/v1" and judge.mode == "per_dimension"
+        assert judge.scorer == "text" and judge.cache is False

@@ -1,8 +1,8 @@
 """`kardia chat`: talk with any model string in the terminal, the way a user of `kardia serve` would.
 
 The person sees only the response span (or a warm fallback when the answer is broken); the other spans
-appear, dimmed, with `--show-reasoning`. Every turn passes the crisis guard first when `kardia.safety` is
-installed, and each turn is appended (flushed and fsynced) to the `--transcript` JSONL as it happens.
+appear, dimmed, with `--show-reasoning`. Every turn passes the crisis guard (`kardia.safety`) first
+unless `--no-guard`, and each turn is appended (flushed and fsynced) to the `--transcript` JSONL as it happens.
 Works with stdin piped too: each line is one user turn; EOF or `/quit` ends the chat.
 """
 
@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, TextIO
 
 import typer
+from pydantic import Field
+
+from .config import ConfigError, KardiaConfig, OptionalModel, fail
+from .llm.options import LLMOptions
 
 QUIT_WORDS = frozenset({"/quit", "/exit", "/q"})
 
@@ -51,19 +55,11 @@ def read_profile(path: str | Path) -> tuple[str, str | None]:
 
 
 def load_guard(enabled: bool, model: str | None = None, locale_file: str | Path | None = None) -> tuple[Any, Any, str]:
-    """(guard, safety module, state) with state 'on', 'off' or 'unavailable' (module not installed)."""
+    """(guard, safety module, state) with state 'on' or 'off'."""
     if not enabled:
         return None, None, "off"
-    import importlib
+    from . import safety
 
-    try:
-        safety = importlib.import_module("kardia.safety")
-    except ModuleNotFoundError as exc:
-        if exc.name != "kardia.safety":
-            raise
-        return None, None, "unavailable"
-    if not hasattr(safety, "Guard"):  # present but not finished (e.g. a bare namespace package)
-        return None, None, "unavailable"
     kwargs: dict[str, Any] = {}
     if model:
         kwargs["model"] = model
@@ -244,28 +240,27 @@ def _reasoning_panel(result: TurnResult):
     return Panel(body, title="hidden from the person", title_align="left", border_style="dim", style="dim")
 
 
-def run_chat(
-    *,
-    model: str = "embedded",
-    profile: Optional[Path] = None,
-    situation: Optional[str] = None,
-    system_template: str | None = None,
-    show_reasoning: bool = False,
-    transcript: Optional[Path] = None,
-    max_tokens: int = 320,
-    temperature: float = 0.7,
-    seed: Optional[int] = None,
-    guard: bool = True,
-    guard_model: Optional[str] = None,
-    locale: Optional[Path] = None,
-    cache: bool = True,
-    stream: TextIO | Iterable[str] | None = None,
-    console=None,
-    llm_options: dict | None = None,
-) -> int:
-    """The chat loop; returns the exit code (1 when a model call failed, else 0).
+class ChatConfig(KardiaConfig):
+    """Everything one chat session depends on: `--config`/`--set` like serve, options as the last word."""
 
-    `llm_options` go to the backend (e.g. max_retries, timeout_s for openai)."""
+    model: str = "embedded"
+    profile: Optional[str] = None  # text file, or JSON with `person` (and `situation`)
+    situation: Optional[str] = None  # overrides the profile's
+    system_template: Optional[str] = None  # default: the prompt the model was trained with
+    show_reasoning: bool = False
+    transcript: Optional[str] = None  # JSONL, appended turn by turn
+    max_tokens: int = Field(320, ge=1)
+    temperature: float = Field(0.7, ge=0.0)
+    seed: Optional[int] = None
+    guard: bool = True
+    guard_model: OptionalModel = None  # the guard's extra model check (none/off: patterns only)
+    locale: Optional[str] = None  # crisis-line locale file for the guard's replies
+    cache: bool = True
+    llm_options: LLMOptions = Field(default_factory=LLMOptions)  # timeout, retries of a remote model
+
+
+def run_chat(cfg: ChatConfig, *, stream: TextIO | Iterable[str] | None = None, console=None) -> int:
+    """The chat loop; returns the exit code (1 when a model call failed, else 0)."""
     from rich.console import Console
     from rich.markup import escape
 
@@ -274,25 +269,24 @@ def run_chat(
     from .records import JsonlAppender
 
     console = console or Console()
+    model = cfg.model
     try:
         spec = parse_model_string(model)
-        person, profile_situation = read_profile(profile) if profile else ("", None)
+        person, profile_situation = read_profile(cfg.profile) if cfg.profile else ("", None)
         # a Kardia-trained model gets exactly the prompt it was trained with, unless a template is named
-        prompt = PromptProfile.named(system_template) if system_template else PromptProfile.for_model(model)
-        system = prompt.render(person, situation if situation is not None else (profile_situation or ""))
-        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+        prompt = PromptProfile.named(cfg.system_template) if cfg.system_template else PromptProfile.for_model(model)
+        system = prompt.render(person, cfg.situation if cfg.situation is not None else (profile_situation or ""))
+        params = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
     try:
-        the_guard, safety, guard_state = load_guard(guard, guard_model, locale)
+        the_guard, safety, guard_state = load_guard(cfg.guard, cfg.guard_model, cfg.locale)
     except ValueError as exc:  # a bad locale file: named by the safety module
         console.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
-    if guard_state == "unavailable":
-        console.print("[yellow]warning: the crisis guard (kardia.safety) is not installed: messages are not screened[/]")
-    llm = load_llm(model, cache=cache, **(llm_options or {}))
-    appender = JsonlAppender(transcript) if transcript else None
+    llm = load_llm(model, cache=cfg.cache, **cfg.llm_options.for_model(model))
+    appender = JsonlAppender(cfg.transcript) if cfg.transcript else None
     session = ChatSession(
         llm=llm, system=system, params=params, model_name=spec.display, guard=the_guard, safety=safety, transcript=appender
     )
@@ -318,7 +312,7 @@ def run_chat(
             if result.error:
                 console.print(f"[red]model error:[/] {escape(result.error)}")
                 continue
-            if show_reasoning:
+            if cfg.show_reasoning:
                 console.print(_reasoning_panel(result))
             console.print(f"[bold magenta]kardia:[/] {escape(result.shown)}")
     finally:
@@ -330,34 +324,31 @@ def run_chat(
 def register(app: typer.Typer) -> None:
     @app.command("chat")
     def chat_command(
-        model: str = typer.Option("embedded", "--model", "-m", help="Model string: embedded, a folder, or openai:MODEL@URL."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Model string: embedded, a folder, or openai:MODEL@URL (default embedded)."),
         profile: Optional[Path] = typer.Option(None, "--profile", help="Profile file: text, or JSON with a 'person' (and optional 'situation') field."),
         situation: Optional[str] = typer.Option(None, "--situation", help="The situation the person is in (overrides the profile's)."),
         system_template: Optional[str] = typer.Option(None, "--system-template", help="System prompt template: a shipped name or a .txt path with {profile} and {situation} (default: the prompt the model was trained with, else `system`)."),
         show_reasoning: bool = typer.Option(False, "--show-reasoning", help="Also print the understanding, reasoning and emotion spans (dimmed)."),
         transcript: Optional[Path] = typer.Option(None, "--transcript", help="Append each turn to this JSONL file as it happens."),
-        max_tokens: int = typer.Option(320, "--max-tokens", min=1, help="Most tokens per answer."),
-        temperature: float = typer.Option(0.7, "--temperature", min=0.0, help="Sampling temperature (0 = greedy)."),
+        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens per answer (default 320)."),
+        temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (0 = greedy; default 0.7)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (seeded calls are cached)."),
-        guard: bool = typer.Option(True, "--guard/--no-guard", help="Screen every message with the crisis guard (kardia.safety)."),
+        guard: Optional[bool] = typer.Option(None, "--guard/--no-guard", help="Screen every message with the crisis guard (default on)."),
         guard_model: Optional[str] = typer.Option(None, "--guard-model", help="Model string for the guard's extra check of indirect statements (default: patterns only)."),
         locale: Optional[Path] = typer.Option(None, "--locale", help="Crisis-line locale file for the guard's replies (YAML; see kardia.safety)."),
-        cache: bool = typer.Option(True, "--cache/--no-cache", help="Use the on-disk response cache for deterministic calls."),
+        cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="Use the on-disk response cache for deterministic calls (default on)."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (ChatConfig fields)."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config key: key=value (repeatable)."),
     ) -> None:
         """Chat with a model in the terminal (the person sees only the response span)."""
-        code = run_chat(
-            model=model,
-            profile=profile,
-            situation=situation,
-            system_template=system_template,
-            show_reasoning=show_reasoning,
-            transcript=transcript,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-            guard=guard,
-            guard_model=guard_model,
-            locale=locale,
-            cache=cache,
-        )
-        raise typer.Exit(code)
+        options = {
+            "model": model, "profile": profile, "situation": situation, "system_template": system_template,
+            "show_reasoning": show_reasoning or None, "transcript": transcript, "max_tokens": max_tokens,
+            "temperature": temperature, "seed": seed, "guard": guard, "guard_model": guard_model, "locale": locale,
+            "cache": cache,
+        }
+        try:
+            cfg = ChatConfig.from_cli(config, set_, options)
+        except ConfigError as exc:
+            fail(exc)
+        raise typer.Exit(run_chat(cfg))

@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional
 import typer
 from pydantic import Field
 
-from .config import KardiaConfig
+from .config import ConfigError, KardiaConfig, OptionalModel, fail
 
 Size = Literal["tiny", "small", "medium"]
 
@@ -35,7 +35,7 @@ class DemoConfig(KardiaConfig):
     out: str = "kardia-demo"
     size: Size = "small"
     model: str = "embedded"  # the base policy; also user simulator, responder, critic and judge
-    judge: str = "embedded"
+    judge: OptionalModel = "embedded"  # none/off: no judged eval
     seed: int = 0
     overrides: dict[str, Any] = Field(default_factory=dict)  # any reproduce size key, e.g. {situations: 96}
 
@@ -202,11 +202,14 @@ def _print_end(console, out: Path, timings: dict, summary: str) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        out: str = typer.Option("kardia-demo", "--out", "-o", help="output folder (a rerun resumes it)"),
-        size: str = typer.Option("small", "--size", help="tiny (CI), small (default, ~15 min on 2 cores), medium"),
+        out: Optional[str] = typer.Option(None, "--out", "-o", help="output folder (a rerun resumes it; default kardia-demo)"),
+        size: Optional[str] = typer.Option(None, "--size", help="tiny (CI), small (default, ~15 min on 2 cores), medium"),
         config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML DemoConfig"),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="override key=value (repeatable), e.g. overrides.sft_epochs=3"),
     ) -> None:
         """Build data, SFT, GRPO, evaluate base vs tuned and write the comparison report, on the embedded model."""
-        cfg = DemoConfig.load(config, [f"out={out}", f"size={size}", *(set_ or [])])
+        try:
+            cfg = DemoConfig.from_cli(config, set_ or [], {"out": out, "size": size})
+        except ConfigError as exc:
+            fail(exc)
         run_demo(cfg)

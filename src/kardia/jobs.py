@@ -148,18 +148,23 @@ async def run_jobs(
 
 def check_run_file(path: str | Path, identity: dict[str, Any], *, at: str | None = "identity",
                    defaults: dict[str, Any] | None = None, what: str = "run",
-                   error: type[Exception] = RunMismatch) -> dict | None:
+                   error: type[Exception] = RunMismatch,
+                   normalise: dict[str, Callable[[Any], Any]] | None = None) -> dict | None:
     """The run file's content when it exists and its identity matches `identity`; None when there is none.
 
     `at`: the key the identity sits under in the file (None: the whole file is the identity). A key an
     older file lacks is taken at `defaults` (the behaviour before the setting existed). A mismatch
-    raises `error`: resuming into a folder of another run would mix two runs' records.
+    raises `error`: resuming into a folder of another run would mix two runs' records. `normalise` maps a key
+    to how an older file's value reads today (e.g. a stored "off" for no judge is None now).
     """
     path = Path(path)
     if not path.exists():
         return None
     old = json.loads(path.read_text(encoding="utf-8"))
-    before = old.get(at, {}) if at else old
+    before = dict(old.get(at, {}) if at else old)
+    for k, fn in (normalise or {}).items():
+        if k in before:
+            before[k] = fn(before[k])
     defaults = defaults or {}
     keys = list(identity) + [k for k in before if k not in identity and at is None]
     diff = {k: (before.get(k, defaults.get(k)), identity.get(k, defaults.get(k))) for k in keys}

@@ -19,7 +19,7 @@ from typing import Any, Literal, Optional
 import typer
 from pydantic import Field
 
-from .config import KardiaConfig
+from .config import ConfigError, KardiaConfig, OptionalModel, fail
 
 Size = Literal["tiny", "demo", "cpu", "gpu"]
 TRAIN_CSV = "ed_situations_train.csv"
@@ -74,7 +74,7 @@ class ReproduceConfig(KardiaConfig):
     user: str | None = None  # the three build roles; None: the base model
     responder: str | None = None
     critic: str | None = None
-    judge: str = "embedded"  # GRPO's rubric reward and the eval's judged dimensions ("none": no judged eval)
+    judge: OptionalModel = "embedded"  # GRPO's rubric reward and the eval's judged dimensions (none/off: no judged eval)
     prompt_template: str = "system_compact"  # the training profile (saved with the tuned models)
     profile_words: int | None = 20
     seed: int = 0
@@ -275,7 +275,7 @@ def stage_grpo(cfg: ReproduceConfig, out: Path, build: dict, console) -> dict:
         "max_steps": cfg.sized("grpo_steps"), "num_generations": n,
         "per_device_train_batch_size": cfg.sized("grpo_batch"), "gradient_accumulation_steps": 1,
         "max_completion_length": cfg.sized("completion_tokens"),
-        "judge": {"model": cfg.judge if cfg.judge not in ("none", "off") else "embedded",
+        "judge": {"model": cfg.judge or "embedded",
                   "scorer": "probs" if cfg.judge == "embedded" else "auto"},
         "report_to": ["tensorboard"], "save_steps": 2, "seed": cfg.seed,
     })
@@ -294,7 +294,7 @@ def stage_eval(cfg: ReproduceConfig, out: Path, data: str, model: str, name: str
 
     ecfg = EvalConfig(
         model=model, data=data, out=str(out / "eval" / name), mode=mode,
-        judge=cfg.judge if judge else "none", judge_scorer="probs" if cfg.judge == "embedded" else "auto",
+        judge=cfg.judge if judge else None, judge_scorer="probs" if cfg.judge == "embedded" else "auto",
         emotion_reader="probs_calibrated" if mode == "plain" else "text",
         limit=limit if limit is not None else cfg.sized("eval_limit"), max_tokens=cfg.sized("eval_tokens"), plain_max_tokens=64,
         concurrency=cfg.sized("concurrency"), n_boot=1000, judge_limit=cfg.sized("judge_limit") if judge else None,
@@ -386,8 +386,8 @@ def register(app: typer.Typer) -> None:
     @app.command("reproduce")
     def reproduce(
         ed: Optional[str] = typer.Option(None, "--ed", help="folder with ED situation CSVs (ed_situations_train.csv, ed_situations_valid.csv)"),
-        out: str = typer.Option("kardia-reproduce", "--out", "-o", help="output folder (a rerun resumes it)"),
-        size: str = typer.Option("cpu", "--size", help="tiny (tests), cpu (default: 90 min on 2 cores), gpu (paper scale)"),
+        out: Optional[str] = typer.Option(None, "--out", "-o", help="output folder (a rerun resumes it; default kardia-reproduce)"),
+        size: Optional[str] = typer.Option(None, "--size", help="tiny (tests), cpu (default: 90 min on 2 cores), gpu (paper scale)"),
         eval_data: Optional[str] = typer.Option(None, "--eval-data", help="ED situation CSV (text, aug_text, label); default: 200 shuffled rows of ED valid"),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="base policy (any model string)"),
         roles: Optional[str] = typer.Option(None, "--roles", help="model string for the three build roles (user, responder, critic)"),
@@ -398,13 +398,10 @@ def register(app: typer.Typer) -> None:
         set_: Optional[list[str]] = typer.Option(None, "--set", help="override key=value, e.g. overrides.situations=2000"),
     ) -> None:
         """The central result: build, SFT, GRPO, then base vs SFT vs GRPO on held-out ED situations."""
-        explicit = {"ed": ed, "eval_data": eval_data, "model": model, "judge": judge, "profiles": profiles,
-                    "profiles_kind": profiles_kind, "user": roles, "responder": roles, "critic": roles}
-        sets = [f"out={json.dumps(out)}", f"size={size}", *(set_ or [])]
-        sets += [f"{k}={json.dumps(v)}" for k, v in explicit.items() if v is not None]
-        cfg = ReproduceConfig.load(config, sets)
+        options = {"out": out, "size": size, "ed": ed, "eval_data": eval_data, "model": model, "judge": judge,
+                   "profiles": profiles, "profiles_kind": profiles_kind, "user": roles, "responder": roles, "critic": roles}
         try:
+            cfg = ReproduceConfig.from_cli(config, set_ or [], options)
             run_reproduce(cfg)
-        except (ReproduceError, FileNotFoundError, ValueError) as exc:  # RecordError names file, line and field
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+        except (ConfigError, ReproduceError, FileNotFoundError, ValueError) as exc:  # RecordError names file, line and field
+            fail(exc)

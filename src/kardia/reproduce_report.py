@@ -103,7 +103,7 @@ def write_results(out: Path, config: dict[str, Any], stages: dict[str, Any]) -> 
     timings = _timings(out)
     md = [
         "# kardia reproduce: the central result", "",
-        f"- Size `{config['size']}`; base model `{config['model']}`; judge `{config['judge']}`; "
+        f"- Size `{config['size']}`; base model `{config['model']}`; judge `{config['judge'] or 'none'}`; "
         f"training prompt `{config['prompt_template']}` (profile clipped to {config['profile_words']} words)",
         f"- Eval data: `{_eval_data(out)}`, {metrics['sft']['n_items'] if metrics.get('sft') else '?'} held-out ED situations",
         f"- Built data: {json.dumps(build.get('counts', {}))}; dropped: {json.dumps(build.get('dropped', {}))}",

@@ -15,7 +15,6 @@ trainer passes it (TRL >= 1.x: `log_metric(name, value)`, averaged per logging s
 
 from __future__ import annotations
 
-import asyncio
 import math
 import statistics
 from typing import Any, Callable, Sequence

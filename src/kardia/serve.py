@@ -45,7 +45,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request  # module level: FastAPI resolves the endpoint's annotation here
 
-from .config import KardiaConfig
+from .config import KardiaConfig, OptionalModel
 from .llm.options import LLMOptions
 
 
@@ -57,7 +57,7 @@ class ServeConfig(KardiaConfig):
     expose_spans: bool = False
     log_crisis_text: bool = False
     crisis_log: Optional[str] = None  # JSONL file of guard events (no message text unless log_crisis_text)
-    guard_model: Optional[str] = None  # optional model-based safety check
+    guard_model: OptionalModel = None  # optional model-based safety check (none/off: none)
     semantic_guard: bool = False  # the guard's embedding layer (opt-in: measured weak, see kardia.safety.semantic)
     learned_guard: Optional[bool] = None  # the guard's learned layer (None: on unless KARDIA_SAFETY_LEARNED=0)
     max_batch: int = 8
@@ -537,30 +537,17 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="Override a config key: key=value (repeatable)."),
     ) -> None:
         """Serve MODEL over an OpenAI-compatible API: response span only, crisis guard on every request."""
-        overrides = [f"model={json.dumps(model)}"]
-        for key, value in (
-            ("host", host),
-            ("port", port),
-            ("locale", str(locale) if locale else None),
-            ("expose_spans", expose_spans),
-            ("log_crisis_text", log_crisis_text),
-            ("crisis_log", str(crisis_log) if crisis_log else None),
-            ("guard_model", guard_model),
-            ("semantic_guard", semantic_guard),
-            ("learned_guard", learned_guard),
-            ("max_batch", max_batch),
-            ("max_context", max_context),
-            ("served_name", served_name),
-            ("max_body_bytes", max_body_bytes),
-        ):
-            if value is not None:
-                overrides.append(f"{key}={json.dumps(value)}")
-        from .config import ConfigError
+        options = {
+            "model": model, "host": host, "port": port, "locale": locale, "expose_spans": expose_spans,
+            "log_crisis_text": log_crisis_text, "crisis_log": crisis_log, "guard_model": guard_model,
+            "semantic_guard": semantic_guard, "learned_guard": learned_guard, "max_batch": max_batch,
+            "max_context": max_context, "served_name": served_name, "max_body_bytes": max_body_bytes,
+        }
+        from .config import ConfigError, fail
         from .safety import LocaleError
 
         try:
-            cfg = ServeConfig.load(config, [*set_, *overrides])
+            cfg = ServeConfig.from_cli(config, set_, options)
             run_server(cfg)
         except (ConfigError, LocaleError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            fail(exc)

@@ -8,10 +8,7 @@ from typing import List, Optional
 
 import typer
 
-
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+from ..config import fail
 
 
 def _load_cfg(config: Optional[Path], sets: List[str]):
@@ -19,9 +16,9 @@ def _load_cfg(config: Optional[Path], sets: List[str]):
     from .config import BuildConfig
 
     try:
-        return BuildConfig.load(config, sets)
+        return BuildConfig.from_cli(config, sets)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _print_plan(report: dict) -> None:
@@ -102,7 +99,7 @@ def register(app: typer.Typer) -> None:
                 return
             result = run_build(cfg, out, spec, skip_bad=skip_bad, progress=not no_progress)
         except (RecordError, FileNotFoundError, BuildError, ValueError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         _print_summary(result)
         if spec:
             typer.echo(f"shard {spec[0]}/{spec[1]} done; join shards with: kardia data merge SHARD_DIRS... --out DIR")
@@ -123,7 +120,7 @@ def register(app: typer.Typer) -> None:
         try:
             result = merge(shards, out, cfg)
         except (BuildError, FileNotFoundError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         typer.echo(f"merged {result['merged']} dialogues")
         _print_summary(result)
 
@@ -139,8 +136,8 @@ def register(app: typer.Typer) -> None:
 
         cfg_path = dataset / "work" / "config.yaml"
         if not cfg_path.exists():
-            _fail(f"{cfg_path}: not a kardia build folder")
-        cfg = BuildConfig.load(cfg_path, [f"split.test_fraction={test_fraction}", f"split.seed={seed}"])
+            fail(f"{cfg_path}: not a kardia build folder")
+        cfg = BuildConfig.from_cli(cfg_path, options={"split.test_fraction": test_fraction, "split.seed": seed})
         summary = finalize(dataset, cfg)
         typer.echo(json.dumps(summary["table"], indent=2))
 

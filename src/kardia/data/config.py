@@ -69,7 +69,7 @@ class Filters(_Part):
     identity_patterns: str = "build/identity_drift_patterns"
     emotion_jumps: bool = True
     max_valence_flips: int = 1  # positive<->negative switches allowed between consecutive assistant labels
-    crisis: bool = True  # uses kardia.safety when present; reported as unavailable otherwise
+    crisis: bool = True  # kardia.safety: a turn at risk must be met by a reply that handles the crisis
 
 
 class Dedup(_Part):

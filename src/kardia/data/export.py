@@ -136,7 +136,7 @@ class _Writers:
 
 def finalize(out: Path, cfg: BuildConfig, progress: bool = False) -> dict:
     from .dedup import NearDupIndex, dialogue_text
-    from .filters import apply_filters, crisis_available
+    from .filters import apply_filters
     from ..dataset import DialogueRecord
     from .split import difficulty, pick_test_profiles
 
@@ -193,9 +193,7 @@ def finalize(out: Path, cfg: BuildConfig, progress: bool = False) -> dict:
         "duplicate_ids_in_generated": dup_ids,
         "kept": total.dialogues,
         "dropped": dict(drops),
-        "crisis_filter": "on" if (cfg.filters.crisis and crisis_available()) else (
-            "off" if not cfg.filters.crisis else "unavailable (kardia.safety not installed)"
-        ),
+        "crisis_filter": "on" if cfg.filters.crisis else "off",
         "dedup": f"{cfg.dedup.method}" + (f" (threshold {dedup.threshold})" if dedup else ""),
         "table": {"train": stats["train"].row(), "test": stats["test"].row(), "all": total.row()},
         "emotions": {s: dict(stats[s].emotions) for s in SPLITS},

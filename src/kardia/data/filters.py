@@ -18,9 +18,8 @@ How each is decided:
   (a token limit cut it) drops the dialogue.
 - copied understanding: an understanding span that repeats the user's turn verbatim (half or more of its
   word 4-grams appear in that turn) teaches nothing about understanding.
-- crisis mishandling: when `kardia.safety` is installed, a user turn `assess`ed at risk must be met by
-  an assistant response for which `handles_crisis` is true. Without the module the filter reports
-  itself unavailable (in the build summary and card), never a silent pass.
+- crisis mishandling: a user turn `assess`ed at risk (`kardia.safety`) must be met by an assistant
+  response for which `handles_crisis` is true.
 """
 
 from __future__ import annotations
@@ -190,14 +189,6 @@ def check_copied_understanding(rec: dict) -> list[str]:
     return reasons
 
 
-def crisis_available() -> bool:
-    try:
-        from .. import safety  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(safety, "assess") and hasattr(safety, "handles_crisis")
-
-
 def check_crisis(rec: dict) -> list[str]:
     from .. import safety
     from ..spans import visible_response
@@ -234,6 +225,6 @@ def apply_filters(rec: dict, cfg: Any) -> list[str]:
         reasons += check_identity_drift(rec, f.identity_patterns)
     if f.emotion_jumps:
         reasons += check_emotion_jumps(rec, f.max_valence_flips)
-    if f.crisis and crisis_available():
+    if f.crisis:
         reasons += check_crisis(rec)
     return reasons

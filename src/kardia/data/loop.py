@@ -138,8 +138,8 @@ class DialogueLoop:
         if cfg.emotion_source == "target":
             mode = "target"
         elif mode == "auto":
-            mode = "probs" if hasattr(self.resp_llm, "anext_token_probs") else "text"
-        if mode == "probs" and not hasattr(self.resp_llm, "anext_token_probs"):
+            mode = "probs" if self.resp_llm.token_probs else "text"
+        if mode == "probs" and not self.resp_llm.token_probs:
             raise ValueError(f"emotion_choice=probs needs a local responder model, got {m.responder!r}")
         self.emotion_mode = mode
 
@@ -214,7 +214,7 @@ class DialogueLoop:
 
     @staticmethod
     def _remote(llm) -> bool:
-        return not hasattr(llm, "anext_token_probs")
+        return not llm.token_probs
 
     # -- roles -----------------------------------------------------------------------------------
     async def user_turn(self, item: PlanItem, turns: list[dict], k: int) -> str:
@@ -320,7 +320,7 @@ class DialogueLoop:
             crit = None
             error = str(exc)
         else:
-            error = crit.error[len("llm:"):].strip() if (crit.error or "").startswith("llm:") else None
+            error = crit.error.removeprefix("llm:").strip() if crit.error_kind == "call" else None
         if error is not None:  # the critic's MODEL failed (not its answer): a role failure
             self.health.failed("critic", self.models["critic"], error)
             raise DialogueFailed(f"critic: {error}")

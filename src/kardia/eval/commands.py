@@ -10,10 +10,7 @@ from typing import List, Optional
 
 import typer
 
-
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+from ..config import fail
 
 
 def _print_criteria(metrics: dict) -> None:
@@ -55,17 +52,13 @@ def register(app: typer.Typer) -> None:
         from ..config import ConfigError
         from .run import EvalConfig, EvalError, run_eval
 
-        overrides = list(set_)
-        for key, val in (("model", model), ("data", data), ("judge", judge), ("out", out), ("mode", mode),
-                         ("limit", limit), ("format", fmt), ("rubric", rubric), ("judge_scorer", judge_scorer),
-                         ("emotion_reader", emotion_reader)):
-            if val is not None:
-                overrides.append(f"{key}={val}")
+        options = {"model": model, "data": data, "judge": judge, "out": out, "mode": mode, "limit": limit,
+                   "format": fmt, "rubric": rubric, "judge_scorer": judge_scorer, "emotion_reader": emotion_reader}
         try:
-            cfg = EvalConfig.load(config, overrides)
+            cfg = EvalConfig.from_cli(config, set_, options)
             summary = run_eval(cfg, progress=not no_progress)
         except (ConfigError, EvalError, FileNotFoundError, ValueError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         if "metrics" in summary:
             _print_criteria(summary["metrics"])
         typer.echo(f"report: {Path(summary['out']) / 'report.md'} and report.html ({summary['wall_s']:.1f} s this run)")
@@ -82,7 +75,7 @@ def register(app: typer.Typer) -> None:
         from .report import build_report
 
         if not (out / "results.jsonl").exists():
-            _fail(f"{out}: no results.jsonl")
+            fail(f"{out}: no results.jsonl")
         _print_criteria(build_report(out, n_boot=n_boot))
 
     @app.command("compare")
@@ -96,7 +89,7 @@ def register(app: typer.Typer) -> None:
         try:
             res = compare_runs(dirs, target, n_boot=n_boot)
         except (FileNotFoundError, ValueError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         typer.echo((target / "compare.md").read_text(encoding="utf-8"))
         for w in res["warnings"]:
             typer.secho(f"warning: {w}", fg="yellow", err=True)
@@ -120,7 +113,7 @@ def register(app: typer.Typer) -> None:
             s = run_pairwise(dir_a, dir_b, target, judge=judge, rubric=rubric, scorer=scorer, limit=limit, seed=seed,
                              progress=not no_progress, max_reply_chars=max_reply_chars)
         except (FileNotFoundError, ValueError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         typer.echo((target / "pairwise.md").read_text(encoding="utf-8"))
         if s["call_failures_to_retry"]:
             typer.secho(f"{s['call_failures_to_retry']} judge calls failed: rerun to retry them", fg="yellow", err=True)
@@ -139,7 +132,7 @@ def register(app: typer.Typer) -> None:
         try:
             res = export_sample(dirs, out, n=n, seed=seed)
         except (FileNotFoundError, FileExistsError, ValueError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         typer.echo(f"{res['n']} items -> {out / 'ratings_template.csv'} (dimensions: {', '.join(res['dims'])})")
 
     @human.command("import")
@@ -152,7 +145,7 @@ def register(app: typer.Typer) -> None:
         try:
             import_ratings(export_dir, ratings)
         except (RecordError, FileNotFoundError, ValueError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         typer.echo((export_dir / "human_agreement.md").read_text(encoding="utf-8"))
 
     app.add_typer(human, name="human")

@@ -215,7 +215,7 @@ def compute_metrics(records: Sequence[dict], n_boot: int = 1000, seed: int = 0) 
 
     judge_ran = [r for r in records if r.get("judge") is not None and not r["judge"].get("skipped")]
     judge_failures = Counter(
-        _failure_kind(r["judge"].get("error")) for r in judge_ran if not r["judge"].get("scores")
+        _failure_kind(r["judge"]) for r in judge_ran if not r["judge"].get("scores")
     )
 
     breakdowns: dict[str, dict[str, Any]] = {}
@@ -282,10 +282,14 @@ def label_distribution(records: Sequence[dict]) -> dict[str, Any]:
     }
 
 
-def _failure_kind(error: str | None) -> str:
+def _failure_kind(judgement: dict[str, Any]) -> str:
+    """call or parse, from the record's `error_kind` (records written before the field: from the message)."""
+    from ..judge.core import legacy_error_kind
+
+    error = judgement.get("error")
     if not error:
         return "no scores"
-    return error.split(":", 1)[0][:60]
+    return judgement.get("error_kind") or legacy_error_kind(error) or "parse"
 
 
 def radar_values(metrics: dict[str, Any]) -> dict[str, float | None]:

@@ -45,7 +45,7 @@ async def _judge_one(judge, ra: dict, rb: dict) -> dict:
     item = JudgeItem(profile=ra.get("profile", ""), situation=ra.get("situation", ""),
                      history=ra.get("history") or [], response="")
     res = await judge.acompare(item, ra.get("response", ""), rb.get("response", ""))
-    if res.error and "LLMError" in res.error:
+    if res.error_kind == "call":
         raise RetryLater(res.error)
     outcome = None if res.error else ("tie" if res.preferred is None else ("win" if res.preferred == "first" else "loss"))
     return {"id": ra["id"], "dialogue_id": ra["dialogue_id"], "outcome": outcome, "error": res.error,

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .metrics import RATES, compute_metrics, criterion_keys, fmt_ci, judged_mean, radar_values
-from .results import judge_off, read_results, run_info
+from ..config import optional_model
+from .results import read_results, run_info
 
 PCT = {*RATES, "crisis_handling"}
 LABELS = {
@@ -190,7 +191,7 @@ def _no_response_lines(metrics: dict[str, Any]) -> list[str]:
 
 
 def _judge_line(r: dict[str, Any], j: dict[str, Any]) -> str:
-    if judge_off(r.get("judge")):
+    if optional_model(r.get("judge")) is None:  # older runs stored "off"/"none"
         return "- Judge: none (judged dimensions not run)"
     return (f"- Judge: `{r['judge']}` (rubric `{r['rubric']}`): {j['scored']} scored, **{j['failures']} judge failures**"
             + (f" ({', '.join(f'{k}: {v}' for k, v in j['failure_kinds'].items())})" if j["failure_kinds"] else "")
@@ -210,7 +211,7 @@ def _header_lines(metrics: dict[str, Any]) -> list[str]:
         f"- Data: `{r['data']}`: {metrics['n_items']} turns scored of {r['total_items']}, {metrics['n_dialogues']} dialogues",
         _judge_line(r, j),
         *_no_response_lines(metrics),
-        f"- How the emotion answers were read: "
+        "- How the emotion answers were read: "
         + (", ".join(f"{k}: {v}" for k, v in sorted(metrics.get("emotion_parse", {}).items())) or "n/a"),
         f"- Turns at risk (kardia.safety): {metrics['at_risk']}",
         f"- Intervals: 95% percentile, cluster bootstrap over dialogues, {metrics['n_boot']} resamples (seed {metrics['seed']})",

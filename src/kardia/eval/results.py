@@ -18,11 +18,6 @@ RUN_FILE = "run.json"
 BEFORE_SETTING = {"no_response": "fallback"}
 
 
-def judge_off(judge: str | None) -> bool:
-    """'none', 'off' or empty: the eval runs without judged dimensions."""
-    return judge is None or str(judge).lower() in ("", "none", "off")
-
-
 def read_results(out: str | Path) -> list[dict]:
     """The per-item records of an eval folder (one per id; a later duplicate would be an error)."""
     path = Path(out) / RESULTS

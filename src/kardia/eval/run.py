@@ -28,15 +28,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from ..config import KardiaConfig
+from ..config import KardiaConfig, OptionalModel, optional_model
 from ..llm.options import LLMOptions
 from ..jobs import JobBar, check_run_file, run_jobs, write_run_file
 from ..records import JsonlAppender, done_keys
 from .loaders import EvalItem, load_items
 from .report import build_report
-from .results import BEFORE_SETTING, RESULTS, RUN_FILE, judge_off, read_results
+from .results import BEFORE_SETTING, RESULTS, RUN_FILE, read_results
 
 
 
@@ -48,7 +48,7 @@ class EvalConfig(KardiaConfig):
     format: Literal["auto", "kardia", "ed", "esconv"] = "auto"
     out: str = ""
     mode: Literal["auto", "spans", "plain"] = "auto"
-    judge: str | None = "embedded"  # None or "none": no judged dimensions
+    judge: OptionalModel = "embedded"  # none/off: no judged dimensions
     rubric: str = "kardia"
     judge_mode: Literal["single", "per_dimension"] = "single"
     judge_scorer: Literal["text", "probs", "auto"] = "auto"  # auto: probs for a local judge, text for a remote one
@@ -69,22 +69,12 @@ class EvalConfig(KardiaConfig):
     llm_options: LLMOptions = Field(default_factory=LLMOptions)  # timeout, retries, limits of model and judge
     item_timeout_s: float | None = Field(None, gt=0)  # a whole item (generation, judge): past it, a failure retried next run
     safety: bool = True  # crisis-handling metric via kardia.safety
-    safety_model: str | None = None
+    safety_model: OptionalModel = None
     esconv_include_approximate: bool = True
     cache: bool = True
     n_boot: int = 1000
     boot_seed: int = 0
     report: bool = True
-
-    @field_validator("judge", mode="before")
-    @classmethod
-    def _judge_off_from_yaml(cls, v: Any) -> Any:
-        """YAML reads `off`/`no`/`false` (from a file or `--judge off`) as False: that means no judge."""
-        if v is False:
-            return "off"
-        if v is True:
-            raise ValueError("expected a judge model string, or 'none' or 'off' for no judge (YAML reads on/yes/true as a boolean)")
-        return v
 
     def identity(self) -> dict[str, Any]:
         """What must not change between a run and its resume."""
@@ -172,15 +162,10 @@ class Evaluator:
             from ..prompts import PromptProfile
 
             self.prompt = PromptProfile.for_model(cfg.model)  # the prompt a Kardia-trained model was trained with
-        if mode == "plain" and cfg.emotion_reader.startswith("probs") and not hasattr(self.llm, "asequence_logprobs"):
+        if mode == "plain" and cfg.emotion_reader.startswith("probs") and not self.llm.token_probs:
             raise EvalError(f"emotion_reader=probs needs a local model (next-token probabilities); {cfg.model} has none")
-        if cfg.safety:
-            try:
-                from .. import safety  # noqa: F401
-            except ModuleNotFoundError as exc:
-                raise EvalError(f"the crisis-handling metric needs kardia.safety ({exc}); or pass --set safety=false") from None
         self.judge = None
-        if not judge_off(cfg.judge):
+        if cfg.judge is not None:
             from ..judge import Judge
 
             self.judge = Judge(model=cfg.judge, rubric=cfg.rubric, mode=cfg.judge_mode, scorer=cfg.judge_scorer,
@@ -290,7 +275,7 @@ class Evaluator:
             rec["risk"], rec["crisis_handled"] = None, None
         if judge_task is not None:
             res = await judge_task
-            kind = getattr(res, "error_kind", None)
+            kind = res.error_kind
             if kind == "call":  # the judge was not reached: leave the item out, retried next run
                 from ..llm import LLMError
 
@@ -340,7 +325,8 @@ def _check_run_file(out: Path, cfg: EvalConfig, mode: str) -> dict:
     ident = {**cfg.identity(), "mode": mode}
     # a key an older run.json lacks is taken at the behaviour it had before the setting existed
     defaults = {**{k: f.default for k, f in EvalConfig.model_fields.items()}, **BEFORE_SETTING}
-    old = check_run_file(out / RUN_FILE, ident, defaults=defaults, what="eval", error=EvalError)
+    old = check_run_file(out / RUN_FILE, ident, defaults=defaults, what="eval", error=EvalError,
+                          normalise={"judge": optional_model})
     return old if old is not None else {"identity": ident, "config": cfg.model_dump(mode="json"), "runs": []}
 
 
@@ -401,4 +387,4 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["EvalConfig", "EvalError", "Evaluator", "judge_off", "read_results", "run_eval"]
+__all__ = ["EvalConfig", "EvalError", "Evaluator", "read_results", "run_eval"]

@@ -9,7 +9,7 @@ import typer
 
 from pydantic import Field
 
-from ..config import KardiaConfig
+from ..config import ConfigError, KardiaConfig, fail
 from ..llm.options import LLMOptions
 
 
@@ -23,12 +23,6 @@ class JudgeScoreConfig(KardiaConfig):
     batch_size: int = 32
     parse_retries: int = 1
     llm_options: LLMOptions = Field(default_factory=LLMOptions)  # timeout, retries, limits of the judge model
-
-
-def _overrides(pairs: list[str], **explicit) -> list[str]:
-    out = list(pairs or [])
-    out += [f"{k}={v}" for k, v in explicit.items() if v is not None]
-    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -48,10 +42,12 @@ def register(app: typer.Typer) -> None:
         """Score a JSONL of (profile, history, response) items; writes scores, reasons and failures per item."""
         from .scoring import score_file
 
-        cfg = JudgeScoreConfig.load(
-            config,
-            _overrides(set_, input=input, output=out, model=model, rubric=rubric, mode=mode, scorer=scorer),
-        )
+        try:
+            cfg = JudgeScoreConfig.from_cli(
+                config, set_, {"input": input, "output": out, "model": model, "rubric": rubric, "mode": mode, "scorer": scorer}
+            )
+        except ConfigError as exc:
+            fail(exc)
         if not cfg.input or not cfg.output:
             raise typer.BadParameter("give an input file and --out (or input/output in the config)")
         summary = score_file(cfg)
@@ -70,9 +66,12 @@ def register(app: typer.Typer) -> None:
         """Judge vs seekers' ratings on ESConv (Spearman + bootstrap CI), position bias, length bias."""
         from .calibrate import CalibrateConfig, calibrate
 
-        cfg = CalibrateConfig.load(
-            config, _overrides(set_, data=data, out=out, model=model, conversations=conversations, scorer=scorer)
-        )
+        try:
+            cfg = CalibrateConfig.from_cli(
+                config, set_, {"data": data, "out": out, "model": model, "conversations": conversations, "scorer": scorer}
+            )
+        except ConfigError as exc:
+            fail(exc)
         report = calibrate(cfg)
         from rich.console import Console
 

@@ -17,7 +17,19 @@ from .isolate import data_block, history_text
 from .parse import JudgeParseError, parse_reasons, parse_scores
 from .rubric import Dimension, Rubric, load_rubric
 
-PROBS_PREFIX = "Score: "  # the assistant turn is opened with this; the next token is the digit
+PROBS_PREFIX = "Score: "
+
+# Why a judgement failed, for the readers that decide what to do with it: "call" (a model call failed
+# for good: a rerun may reach the model, so retry) or "parse" (the model answered, but no usable result
+# came out: a rerun gives the same answer, so it is a counted failure).
+ErrorKind = Literal["call", "parse"]
+
+
+def legacy_error_kind(error: str | None) -> ErrorKind | None:
+    """The kind of a failure recorded before `error_kind` existed, read from its old message prefix."""
+    if not error:
+        return None
+    return "call" if error.startswith(("llm:", "LLMError")) else "parse"  # the assistant turn is opened with this; the next token is the digit
 
 
 class JudgeItem(BaseModel):
@@ -42,7 +54,7 @@ class JudgeResult(BaseModel):
     reasons: dict[str, str] = Field(default_factory=dict)
     reward: float | None = None
     error: str | None = None
-    error_kind: Literal["call", "parse"] | None = None
+    error_kind: ErrorKind | None = None
     vetoed: list[str] = Field(default_factory=list)
     raw: str = ""
     probs: dict[str, dict[str, float]] | None = None
@@ -109,7 +121,7 @@ class ModelRole:
     @property
     def scorer(self) -> str:
         if self._scorer == "auto":
-            return "probs" if hasattr(self.llm, "anext_token_probs") else "text"
+            return "probs" if self.llm.token_probs else "text"
         return self._scorer
 
 
@@ -254,8 +266,7 @@ class Judge(ModelRole):
         return (self.rubric.scale.min, self.rubric.scale.max)
 
     async def _score_probs(self, item: JudgeItem) -> JudgeResult:
-        fn = getattr(self.llm, "anext_token_probs", None)
-        if fn is None:
+        if not self.llm.token_probs:
             raise ValueError(f"scorer='probs' needs a local model (embedded or a folder); {self.model!r} has no token probabilities")
         lo, hi = self._scale()
         cands = [str(i) for i in range(lo, hi + 1)]
@@ -263,8 +274,8 @@ class Judge(ModelRole):
             raise ValueError("scorer='probs' needs a single-digit scale")
         dims = self.rubric.dimensions
         batch = [self.messages_dimension(item, d, template="judge/probs") for d in dims]
-        shared = getattr(self.llm, "anext_token_probs_shared", None)  # the dimensions' prompts share the data block
-        probs = await (shared or fn)(batch, cands, PROBS_PREFIX)
+        # the dimensions' prompts share the data block: one pass over it
+        probs = await self.llm.anext_token_probs_shared(batch, cands, PROBS_PREFIX)
         scores = {d.key: sum(int(c) * p[c] for c in cands) for d, p in zip(dims, probs)}
         reward, vetoed = aggregate(scores, self.rubric)
         return JudgeResult(

@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 from ..llm import LLMError, SamplingParams
 from ..llm.types import run_sync
 from ..prompts import fill
-from .core import JudgeItem, ModelRole
+from ..spans import SPAN_NAMES, parse
+from .core import ErrorKind, JudgeItem, ModelRole
 from .isolate import data_block, history_text
 from .parse import JudgeParseError, parse_reasons, parse_verdict
 from .rubric import Rubric, load_rubric
@@ -27,6 +28,7 @@ class Critique(BaseModel):
     reasons: dict[str, str] = Field(default_factory=dict)
     raw: str = ""
     error: str | None = None
+    error_kind: ErrorKind | None = None  # call (the critic's model failed) or parse (its answer had no verdict)
     probs: dict[str, float] | None = None
 
     @property
@@ -36,10 +38,6 @@ class Critique(BaseModel):
 
 def _turn_text(response: str) -> str:
     """The four spans as labelled lines (what the critic grades), or the raw text when no span is found."""
-    try:
-        from ..spans import SPAN_NAMES, parse
-    except ImportError:  # pragma: no cover - spans is part of the package
-        return response
     parsed = parse(response)
     values = parsed.as_dict()
     if all(v is None for v in values.values()):
@@ -139,9 +137,9 @@ class Critic(ModelRole):
                     continue
                 reasons = parse_reasons(raw, self.rubric.dimensions)
                 return Critique(verdict=verdict, reasons=reasons, raw=raw)  # type: ignore[arg-type]
-            return Critique(raw=raw, error=f"parse: {last} [after {self.parse_retries + 1} attempt(s)]")
+            return Critique(raw=raw, error=f"parse: {last} [after {self.parse_retries + 1} attempt(s)]", error_kind="parse")
         except LLMError as exc:
-            return Critique(error=f"llm: {exc}")
+            return Critique(error=f"llm: {exc}", error_kind="call")
 
     async def acritique_many(self, items: Sequence[JudgeItem | dict]) -> list[Critique]:
         return list(await asyncio.gather(*(self.acritique(i) for i in items)))

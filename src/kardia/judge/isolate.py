@@ -15,6 +15,8 @@ import hashlib
 import re
 from typing import Iterable
 
+from ..spans import strip_span_markup
+
 QUOTE = "| "
 
 # chat-template / special tokens of common families: <|im_start|>, <|eot_id|>, <s>, </s>, [INST], <<SYS>>
@@ -57,19 +59,11 @@ def _plain_lines(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
-def _strip_spans(text: str) -> str:
-    try:
-        from ..spans import strip_span_markup
-    except ImportError:  # spans not available: the generic token rule below still removes them
-        return text
-    return strip_span_markup(text)
-
-
 def neutralise(text: object) -> str:
     """Text with span tokens removed and role markers / special tokens defanged (content kept readable)."""
     if not isinstance(text, str):
         text = "" if text is None else str(text)
-    text = _plain_lines(_strip_spans(text))
+    text = _plain_lines(strip_span_markup(text))
     previous = None
     while previous != text:  # nested tricks like <|<|im_start|>im_start|>
         previous = text

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from ..llm import LLMError, SamplingParams
 from ..prompts import fill
-from .core import JudgeItem, ModelRole, data_sections
+from .core import ErrorKind, JudgeItem, ModelRole, data_sections
 from .isolate import data_block
 from .parse import JudgeParseError, parse_verdict
 from .rubric import Rubric, load_rubric
@@ -27,6 +27,7 @@ class PairwiseResult(BaseModel):
     preferred: Literal["first", "second"] | None = None  # the order-consistent winner, else None
     flipped: bool | None = None  # True when the verdict followed the position instead of the content
     error: str | None = None
+    error_kind: ErrorKind | None = None  # call (retry it) or parse (the judge answered without a verdict)
     probs: dict[str, dict[str, float]] | None = None
 
 
@@ -85,7 +86,8 @@ class PairwiseJudge(ModelRole):
         try:
             (v1, p1), (v2, p2) = await asyncio.gather(self._one(item, first, second), self._one(item, second, first))
         except (JudgeParseError, LLMError) as exc:
-            return PairwiseResult(error=f"{type(exc).__name__}: {exc}")
+            kind = "call" if isinstance(exc, LLMError) else "parse"
+            return PairwiseResult(error=f"{type(exc).__name__}: {exc}", error_kind=kind)
         w1 = "first" if v1 == "A" else "second"
         w2 = "first" if v2 == "B" else "second"
         return PairwiseResult(

@@ -57,6 +57,10 @@ class CachedLLM(LLM):
         self.hits = 0
         self.misses = 0
 
+    @property
+    def token_probs(self) -> bool:  # the backend's capability, not the base class default
+        return self.inner.token_probs
+
     def __getattr__(self, item):  # expose backend extras (tokenizer, model, next_token_probs)
         if item == "inner":  # not set yet (copy/pickle): avoid endless recursion
             raise AttributeError(item)

@@ -68,6 +68,8 @@ class _Request:
 
 
 class LocalLLM(LLM):
+    token_probs = True  # the logits are here: next-token probabilities for judges, critics, label readers
+
     def __init__(
         self,
         path: str,

@@ -48,6 +48,9 @@ class LLM(ABC):
     """One model behind one string. Async first; `generate` is the sync wrapper."""
 
     name: str
+    # The model gives next-token probabilities (`anext_token_probs`, `anext_token_probs_shared`,
+    # `asequence_logprobs`): local backends do, remote ones answer text only. Callers ask this, once.
+    token_probs: bool = False
 
     @abstractmethod
     async def agenerate(self, batch: Sequence[Conversation], params: SamplingParams | None = None) -> list[Completion]:

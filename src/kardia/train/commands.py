@@ -7,6 +7,8 @@ from typing import Any, Optional
 
 import typer
 
+from ..config import fail
+
 OPT_CONFIG = typer.Option(None, "--config", "-c", help="YAML run config (see configs/train/)")
 OPT_SET = typer.Option(None, "--set", help="override a config key, repeatable: --set lora.enabled=true")
 OPT_PRESET = typer.Option(None, "--preset", help="paper (default) or cpu (small, for a laptop demo)")
@@ -17,14 +19,6 @@ OPT_STEPS = typer.Option(None, "--max-steps", help="stop after this many optimiz
 OPT_RESUME = typer.Option(False, "--resume", help="continue from the newest checkpoint in the run folder")
 OPT_RESUME_FROM = typer.Option(None, "--resume-from", help="continue from this checkpoint folder")
 OPT_DRY = typer.Option(False, "--dry-run", help="print the effective config and the run's size; train nothing")
-
-
-def _explicit(**kw: Any) -> dict[str, Any]:
-    out = {}
-    for k, v in kw.items():
-        if v is not None:
-            out[k] = v
-    return out
 
 
 def _print_plan(cfg: Any, info: dict[str, Any]) -> None:
@@ -57,24 +51,19 @@ def _run_stage(cls, config, set_, preset, plan, run, resume, dry_run: bool, expl
     from .config import load_config
 
     try:
-        cfg = load_config(cls, config, set_ or [], preset, **_explicit(**explicit))
+        cfg = load_config(cls, config, set_ or [], preset, **explicit)
         info = plan(cfg)
     except (ConfigError, TrainError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(exc)
     if dry_run:
         _print_plan(cfg, info)
         return
     try:
         summary = run(cfg, resume=resume)
     except TrainError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "metrics"}, indent=2))
     typer.echo(f"saved {summary['model_dir']}: kardia chat --model {summary['model_dir']}")
-
-
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,6 @@ Order of precedence: field defaults (= paper, section 3 of the reference) < pres
 from __future__ import annotations
 
 import copy
-import json
 import os
 from typing import Any, Literal
 
@@ -280,11 +279,5 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(cls: type[_RunBase], path: str | None, overrides: list[str], preset: str | None = None, **explicit: Any):
-    """YAML + overrides, then explicit CLI options (only those given) as the last word."""
-    ov = list(overrides)
-    if preset:
-        ov.insert(0, f"preset={preset}")
-    for key, value in explicit.items():
-        if value is not None:
-            ov.append(f"{key}={json.dumps(value)}")  # JSON is YAML: strings stay strings
-    return cls.load(path, ov)
+    """YAML + overrides, then explicit CLI options (only those given, `--preset` among them) as the last word."""
+    return cls.from_cli(path, overrides, {"preset": preset, **explicit})

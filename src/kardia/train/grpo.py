@@ -12,7 +12,6 @@ each step once.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -59,20 +58,10 @@ def plan(cfg: GRPORunConfig) -> dict[str, Any]:
 
 
 # -- rewards -----------------------------------------------------------------------------------
-def _call_with_supported(factory: Callable, **kwargs: Any) -> Any:
-    """Call a reward factory with the keyword arguments it accepts (the rewards area owns the signature)."""
-    params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return factory(**kwargs)
-    return factory(**{k: v for k, v in kwargs.items() if k in params})
-
-
 def build_rewards(cfg: GRPORunConfig) -> tuple[list[Callable], list[float], list[dict[str, Any]]]:
     """Reward callables (TRL contract), their weights, and a description for the model card."""
-    try:
-        from .. import rewards as R
-    except ModuleNotFoundError as exc:  # pragma: no cover - only before the rewards area lands
-        raise TrainError(f"kardia.rewards is not available ({exc}); GRPO needs it") from None
+    from .. import rewards as R
+
     j = cfg.judge
     funcs, weights, described = [], [], []
     for spec in cfg.rewards:
@@ -81,12 +70,11 @@ def build_rewards(cfg: GRPORunConfig) -> tuple[list[Callable], list[float], list
         elif spec.name == "emotion":
             f, detail = R.emotion_reward, "emotion span equals the gold label (0/1)"
         elif spec.name == "rubric":
-            f = _call_with_supported(R.make_rubric_reward, judge_model=j.model, rubric=j.rubric, mode=j.mode, scorer=j.scorer, cache=j.cache)
+            f = R.make_rubric_reward(j.model, j.rubric, j.mode, j.scorer, cache=j.cache)
             detail = f"judge {j.model}, rubric {j.rubric}, mode {j.mode}: mean((s-1)/4) over the dimensions"
         else:
-            f = _call_with_supported(
-                R.make_kardia_reward, judge_model=j.model, weights=tuple(j.weights), gate=j.gate, rubric=j.rubric, mode=j.mode,
-                scorer=j.scorer, cache=j.cache,
+            f = R.make_kardia_reward(
+                j.model, tuple(j.weights), j.gate, rubric=j.rubric, mode=j.mode, scorer=j.scorer, cache=j.cache
             )
             detail = (
                 f"{j.weights[0]:.3g} format + {j.weights[1]:.3g} emotion + {j.weights[2]:.3g} rubric "
