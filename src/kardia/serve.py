@@ -101,9 +101,12 @@ def _error(status: int, message: str, type_: str = "invalid_request_error", para
 class _Reject(Exception):
     """A request answered with an OpenAI-shaped error instead of a completion."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None,
+        type_: str = "invalid_request_error",
+    ):
         super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
+        self.status, self.message, self.param, self.code, self.type_ = status, message, param, code, type_
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -163,10 +166,10 @@ def _messages(raw: list) -> list[dict]:
     return out
 
 
-def _context_exceeded(max_context: int, n_prompt: int, max_tokens: int, qualifier: str = ""):
+def _context_exceeded(max_context: int, n_prompt: int, max_tokens: int, qualifier: str = "") -> "_Reject":
     """OpenAI's context-length 400; `qualifier` says how the prompt's tokens are known ("about", "at least")."""
     q = f"{qualifier} " if qualifier else ""
-    return _error(
+    return _Reject(
         400,
         f"This model's maximum context length is {max_context} tokens. However, you requested "
         f"{q}{n_prompt + max_tokens} tokens ({q}{n_prompt} in the messages, {max_tokens} in the "
@@ -333,9 +336,8 @@ def create_app(cfg: ServeConfig, llm: Any = None):
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from fastapi.responses import JSONResponse, StreamingResponse
-    from .emotions import normalize
+    from . import guarded
     from .llm import LLMError, SamplingParams
-    from .spans import parse, visible_response
 
     engine = _Engine(cfg, llm)
 
@@ -357,7 +359,7 @@ def create_app(cfg: ServeConfig, llm: Any = None):
 
     @app.exception_handler(_Reject)
     async def _rejected(request, exc: _Reject):
-        return _error(exc.status, exc.message, param=exc.param, code=exc.code)
+        return _error(exc.status, exc.message, type_=exc.type_, param=exc.param, code=exc.code)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):  # 404, 405: OpenAI's shape, not {"detail"}
@@ -407,26 +409,24 @@ def create_app(cfg: ServeConfig, llm: Any = None):
         max_tokens = req.max_completion_tokens or req.max_tokens or cfg.max_tokens
         if max_tokens < 1:
             return _error(400, "max_tokens must be at least 1", param="max_tokens")
-        # the guard first (a person in crisis gets the safe reply even with an over-long message)
+        # a request CERTAINLY over the context: the guard reads a window (a person in crisis still gets
+        # the safe reply), and anything else gets its 400 without a full pass over the text
         floor = engine.min_tokens(conversation) if engine.max_context else 0
-        if engine.max_context and floor + max_tokens > engine.max_context:
-            last = dialogue[-1]["content"]
-            half = OVERLONG_GUARD_WINDOW_CHARS // 2
-            window = last if len(last) <= 2 * half else last[:half] + "\n" + last[-half:]
-            assessment = await engine.check(window, [], request_id=rid)
-            if not assessment.at_risk:
-                return _context_exceeded(engine.max_context, floor, max_tokens, "at least")
-        else:
-            assessment = await engine.check(dialogue[-1]["content"], dialogue[:-1], request_id=rid)
-        safety = {"at_risk": assessment.at_risk, "category": assessment.category, "level": assessment.level}
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-        if assessment.at_risk:
-            content = engine.guard.crisis_reply(assessment)
-            info: dict[str, Any] = {"emotion": None, "guarded": True, "safety": safety}
-        else:
+        overlong = bool(engine.max_context) and floor + max_tokens > engine.max_context
+
+        async def check(message: str, history: list[dict]):
+            if overlong:
+                half = OVERLONG_GUARD_WINDOW_CHARS // 2
+                window = message if len(message) <= 2 * half else message[:half] + "\n" + message[-half:]
+                return await engine.check(window, [], request_id=rid)
+            return await engine.check(message, history, request_id=rid)
+
+        async def generate():
+            if overlong:
+                raise _context_exceeded(engine.max_context, floor, max_tokens, "at least")
             n_prompt, estimated = await asyncio.to_thread(engine.count_tokens, conversation)
             if engine.max_context and n_prompt + max_tokens > engine.max_context:
-                return _context_exceeded(engine.max_context, n_prompt, max_tokens, "about" if estimated else "")
+                raise _context_exceeded(engine.max_context, n_prompt, max_tokens, "about" if estimated else "")
             stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
             params = SamplingParams(
                 max_tokens=max_tokens,
@@ -436,19 +436,30 @@ def create_app(cfg: ServeConfig, llm: Any = None):
                 stop=stop,
             )
             try:
-                completion = (await engine.llm.agenerate([conversation], params))[0]
+                return (await engine.llm.agenerate([conversation], params))[0]
             except LLMError as exc:
-                return _error(502, f"the model failed: {exc}", type_="server_error", code="model_error")
-            parsed = parse(completion.text)
-            content = visible_response(completion.text)
-            replaced = await asyncio.to_thread(engine.guard.check_output, content, request_id=rid)
-            if replaced is not None:
-                content = replaced
+                raise _Reject(502, f"the model failed: {exc}", type_="server_error", code="model_error") from None
+
+        async def check_output(visible: str):
+            return await asyncio.to_thread(engine.guard.check_output, visible, request_id=rid)
+
+        turn = await guarded.areply(
+            dialogue[-1]["content"], dialogue[:-1],
+            check=check, crisis_reply=engine.guard.crisis_reply, generate=generate, check_output=check_output,
+        )
+        a = turn.assessment
+        safety = {"at_risk": a.at_risk, "category": a.category, "level": a.level}
+        content = turn.shown
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        if turn.completion is None:  # the guard fired: the model was not called
+            info: dict[str, Any] = {"emotion": None, "guarded": True, "safety": safety}
+        else:
+            parsed, completion = turn.parsed, turn.completion
             info = {
-                "emotion": normalize(parsed.emotion) if parsed.emotion else None,
+                "emotion": turn.emotion,
                 "emotion_raw": parsed.emotion,
                 "spans_ok": parsed.ok,
-                "guarded": replaced is not None,
+                "guarded": turn.output_replaced,
                 "safety": safety,
             }
             if cfg.expose_spans:
