@@ -393,9 +393,9 @@ def test_certainly_overlong_requests_are_refused_before_a_full_pass_but_crisis_s
     seen = []
     real = engine.check
 
-    async def spy(message, history, request_id):
+    async def spy(message, history, request_id, **kw):
         seen.append(len(message) + sum(len(m["content"]) for m in history))
-        return await real(message, history, request_id=request_id)
+        return await real(message, history, request_id=request_id, **kw)
 
     monkeypatch.setattr(engine, "check", spy)
     huge = "I had a long week and I keep thinking about it. " * 20_000  # ~1 MB
@@ -456,9 +456,9 @@ def test_large_bodies_are_parsed_off_the_event_loop(fake_model, monkeypatch):
     threads = []
     real = serve._parse_request
 
-    def spy(raw):
+    def spy(raw, *args):
         threads.append(threading.current_thread().name)
-        return real(raw)
+        return real(raw, *args)
 
     monkeypatch.setattr(serve, "_parse_request", spy)
     app = create_app(ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="k", max_context=2000))

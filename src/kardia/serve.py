@@ -113,10 +113,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 CHARS_PER_TOKEN = 4  # the estimate for remote models, whose tokenizer the server does not have
 LARGE_BODY_BYTES = 65_536  # bodies over this are parsed and validated in a worker thread
 # A request CERTAINLY over the context (its lower bound of tokens is) is answered before any full pass
-# over its text: the guard reads a window of this many characters of the last message (head and tail),
-# so a crisis still gets the safe reply, and anything else gets its 400 in milliseconds, not the seconds
-# a 1 MiB text costs the guard and the tokenizer.
-OVERLONG_GUARD_WINDOW_CHARS = 8_000
+# over its text: the guard's patterns (its deterministic layers, not the encoder or a guard model) read a
+# window of this many characters of the last message (head and tail), so an explicit crisis statement
+# still gets the safe reply, and anything else gets its 400 within 100 ms, not the seconds a 1 MiB text
+# costs the guard and the tokenizer (the patterns take ~10 ms per 1,000 characters on a busy core).
+OVERLONG_GUARD_WINDOW_CHARS = 4_000
 TEMPLATE_TOKENS_PER_MESSAGE = 3  # ChatML: <|im_start|>, the role, <|im_end|> at the least
 
 
@@ -145,11 +146,11 @@ def _json_type(value: Any) -> str:
     )
 
 
-def _messages(raw: list) -> list[dict]:
+def _messages(raw: list, start: int = 0) -> list[dict]:
     """The request's messages as {role, content} text, each checked; lone surrogates (a valid JSON
-    escape that cannot be encoded again) become U+FFFD."""
+    escape that cannot be encoded again) become U+FFFD. `start`: the index of raw[0] in the request."""
     out = []
-    for i, m in enumerate(raw):
+    for i, m in enumerate(raw, start):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
             raise _Reject(400, f"{where}: must be an object with role and content, got {_json_type(m)}", param="messages")
@@ -162,7 +163,7 @@ def _messages(raw: list) -> list[dict]:
             text = ""
         else:
             text = _text_of(m["content"], where)
-        out.append({"role": role, "content": _SURROGATE.sub("\ufffd", text)})
+        out.append({"role": role, "content": text if text.isascii() else _SURROGATE.sub("\ufffd", text)})
     return out
 
 
@@ -218,8 +219,11 @@ def _parse_json(raw: bytes) -> dict:
     return data
 
 
-def _parse_request(raw: bytes) -> tuple[ChatRequest, list[dict]]:
-    """The validated request and its checked messages (a _Reject for anything a client got wrong)."""
+def _parse_request(raw: bytes, max_messages: int | None = None) -> tuple[ChatRequest, list[dict], int]:
+    """(the validated request, its checked messages, how many leading messages were left unread); a
+    _Reject for anything a client got wrong. Over `max_messages` messages a request is certainly over the
+    context (their template tokens alone are): only the last message is read, for the guard, since
+    checking 30,000 messages costs more than the 100 ms a bad request may take."""
     body = _parse_json(raw)
     try:
         req = ChatRequest.model_validate(body)
@@ -227,7 +231,8 @@ def _parse_request(raw: bytes) -> tuple[ChatRequest, list[dict]]:
         e = exc.errors()[0]
         loc = ".".join(str(x) for x in e.get("loc", []))
         raise _Reject(400, f"field {loc or 'body'}: {e.get('msg')}", param=loc or None) from None
-    return req, _messages(req.messages)
+    unread = len(req.messages) - 1 if max_messages is not None and len(req.messages) > max_messages else 0
+    return req, _messages(req.messages[unread:], start=unread), unread
 
 
 class _Engine:
@@ -271,23 +276,25 @@ class _Engine:
         self._guard_pool = None
         self.guard_offloaded = 0  # guard checks run in the guard process
 
-    async def check(self, message: str, history: list[dict], request_id: str):
+    async def check(self, message: str, history: list[dict], request_id: str, patterns_only: bool = False):
         """The guard's assessment; a long text is checked in the guard process (see the module doc)."""
         from concurrent.futures.process import BrokenProcessPool
 
         size = len(message) + sum(len(m["content"]) for m in history)
         limit = self.cfg.guard_process_chars
         if not limit or size <= limit:
-            return await self.guard.acheck(message, history, request_id=request_id)
+            return await self.guard.acheck(message, history, request_id=request_id, patterns_only=patterns_only)
         self.guard_offloaded += 1
         try:
-            return await self.guard.acheck(message, history, request_id=request_id, executor=self._pool())
+            return await self.guard.acheck(
+                message, history, request_id=request_id, executor=self._pool(), patterns_only=patterns_only
+            )
         except BrokenProcessPool:  # the process died (killed, out of memory): a new one next time, a thread now
             import logging
 
             logging.getLogger("kardia.serve").warning("the guard process died; checking this request in a thread")
             self.close()
-            return await self.guard.acheck(message, history, request_id=request_id)
+            return await self.guard.acheck(message, history, request_id=request_id, patterns_only=patterns_only)
 
     def _pool(self):
         if self._guard_pool is None:
@@ -388,7 +395,12 @@ def create_app(cfg: ServeConfig, llm: Any = None):
         rid = "chatcmpl-" + uuid.uuid4().hex[:24]
         raw = await _read_body(request, cfg.max_body_bytes)
         # a large body (a 1 MiB message, 30,000 messages) takes ~0.1 s to parse: not in the event loop
-        req, msgs = await asyncio.to_thread(_parse_request, raw) if len(raw) > LARGE_BODY_BYTES else _parse_request(raw)
+        max_messages = engine.max_context // TEMPLATE_TOKENS_PER_MESSAGE if engine.max_context else None
+        req, msgs, unread = (
+            await asyncio.to_thread(_parse_request, raw, max_messages)
+            if len(raw) > LARGE_BODY_BYTES
+            else _parse_request(raw, max_messages)
+        )
         if req.model != engine.name:
             return _error(404, f"The model '{req.model}' does not exist; this server serves '{engine.name}'.", param="model", code="model_not_found")
         if (req.n or 1) != 1:
@@ -411,14 +423,14 @@ def create_app(cfg: ServeConfig, llm: Any = None):
             return _error(400, "max_tokens must be at least 1", param="max_tokens")
         # a request CERTAINLY over the context: the guard reads a window (a person in crisis still gets
         # the safe reply), and anything else gets its 400 without a full pass over the text
-        floor = engine.min_tokens(conversation) if engine.max_context else 0
+        floor = engine.min_tokens(conversation) + TEMPLATE_TOKENS_PER_MESSAGE * unread if engine.max_context else 0
         overlong = bool(engine.max_context) and floor + max_tokens > engine.max_context
 
         async def check(message: str, history: list[dict]):
             if overlong:
                 half = OVERLONG_GUARD_WINDOW_CHARS // 2
                 window = message if len(message) <= 2 * half else message[:half] + "\n" + message[-half:]
-                return await engine.check(window, [], request_id=rid)
+                return await engine.check(window, [], request_id=rid, patterns_only=True)
             return await engine.check(message, history, request_id=rid)
 
         async def generate():
