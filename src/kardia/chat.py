@@ -2,7 +2,8 @@
 
 The person sees only the response span (or a warm fallback when the answer is broken); the other spans
 appear, dimmed, with `--show-reasoning`. Every turn passes the crisis guard first when `kardia.safety` is
-installed, and each turn is appended (flushed and fsynced) to the `--transcript` JSONL as it happens.
+installed (`kardia.guarded`: the same order of steps as `kardia serve`), and each turn is appended
+(flushed and fsynced) to the `--transcript` JSONL as it happens.
 Works with stdin piped too: each line is one user turn; EOF or `/quit` ends the chat.
 """
 

@@ -8,7 +8,8 @@ What clients get:
   the reasoning. The emotion travels in `choices[i].kardia` (and `message.kardia`); with
   `--expose-spans` the other spans too.
 - Every request's last user message (with its history) passes the crisis guard first. At risk, the
-  reply is the policy's safe reply and the model is not called, so it cannot override it.
+  reply is the policy's safe reply and the model is not called, so it cannot override it (the order of
+  these steps is `kardia.guarded`, shared with `kardia chat`).
 - Requests longer than the model's context get a 400 in OpenAI's error format (a remote `openai:`
   model with `--max-context`: checked on an estimate, ~4 characters a token).
 - Hostile input: every bad request is a 4xx in OpenAI's `{"error": {...}}` shape (bodies over
