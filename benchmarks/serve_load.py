@@ -23,8 +23,11 @@ model answers a poison text if it ever sees one). Unicode line-break and special
 requests: a 200 whose visible content carries no span markup, no other family's special token and no
 hidden span, although the fake model echoes them back.
 
+First (`--probe-tries`, default 5) each hostile kind is sent alone to the idle server, a few times in a
+row: its status and median latency; a bad request (a 4xx) must answer within 100 ms.
+
 The run fails (exit 1) on any 5xx, a healthy p99 in (b) over 2x that of (a), a healthy answer that is wrong
-or missing, or a hostile request that did not get what it must.
+or missing, a hostile request that did not get what it must, or a bad request's median over 100 ms alone.
 
     python benchmarks/serve_load.py                       # 400 healthy requests a phase, concurrency 16
     python benchmarks/serve_load.py --n 1000 --rounds 2
@@ -297,6 +300,28 @@ async def run_phase(base: str, items: list[Req], concurrency: int, hostile_concu
     return {"outcomes": out, "not_sent": len(queue), "wall_s": wall}
 
 
+BAD_REQUEST_BUDGET_S = 0.100  # issue 16: every bad request gets its 4xx within 100 ms
+
+
+async def probe(base: str, kinds: list[Req], tries: int, timeout_s: float) -> list[dict]:
+    """Each hostile kind alone against the idle server, `tries` times in a row: its statuses and median
+    latency (a bad request must get its 4xx within `BAD_REQUEST_BUDGET_S`; a valid one may take longer)."""
+    import httpx
+
+    url = base + "/v1/chat/completions"
+    rows = []
+    async with httpx.AsyncClient() as client:
+        for req in kinds:
+            outs = [await _send(client, url, req, timeout_s) for _ in range(tries)]
+            bad = all(o.status is not None and 400 <= o.status < 500 for o in outs)
+            median = statistics.median(o.seconds for o in outs)
+            rows.append({"kind": req.kind, "statuses": sorted({o.status for o in outs}, key=str), "bad": bad,
+                         "as_required": sum(o.problem is None for o in outs), "tries": tries,
+                         "median_s": median, "max_s": max(o.seconds for o in outs),
+                         "in_budget": median <= BAD_REQUEST_BUDGET_S if bad else None})
+    return rows
+
+
 def _pct(values: list[float], q: float) -> float:
     """The q-quantile (nearest rank) of values; nan when there are none."""
     if not values:
@@ -409,6 +434,7 @@ def run(
     model_latency_s: float = 0.05,
     seed: int = 0,
     warmup: int | None = None,
+    probe_tries: int = 0,
 ) -> dict:
     """Both phases against fresh servers; returns each phase's summary and the p99 ratio (b)/(a)."""
     plan_b = schedule(n, hostile_fraction, max_body_bytes, seed)
@@ -418,7 +444,9 @@ def run(
         async def go():
             warm = warmup if warmup is not None else 2 * concurrency
             await run_phase(srv.base, [healthy(10_000 + i) for i in range(warm)], concurrency, 1, cap_s, timeout_s)
-            runs: dict[str, list] = {"a": [], "b": []}
+            runs: dict[str, list] = {"a": [], "b": [], "probe": []}
+            if probe_tries:
+                runs["probe"] = await probe(srv.base, hostile_kinds(max_body_bytes), probe_tries, timeout_s)
             for _ in range(rounds):
                 runs["a"].append(await run_phase(srv.base, plan_a, concurrency, hostile_concurrency, cap_s, timeout_s))
                 runs["b"].append(await run_phase(srv.base, plan_b, concurrency, hostile_concurrency, cap_s, timeout_s))
@@ -442,7 +470,13 @@ def run(
         failures.append(f"healthy p99 (b)/(a) = {ratio:.2f}x > 2x")
     if not alive:
         failures.append("kardia serve exited during the run")
-    return {"a": a, "b": b, "ratio": ratio, "failures": failures, "server_log_tail": log,
+    slow = [f"{r['kind']}: median {r['median_s'] * 1000:.0f} ms" for r in runs["probe"] if r["in_budget"] is False]
+    wrong = [r["kind"] for r in runs["probe"] if r["as_required"] != r["tries"]]
+    if wrong:
+        failures.append(f"hostile requests alone did not get what they must: {wrong}")
+    if slow:
+        failures.append(f"bad requests over {BAD_REQUEST_BUDGET_S * 1000:.0f} ms (median, alone): {'; '.join(slow)}")
+    return {"a": a, "b": b, "ratio": ratio, "failures": failures, "server_log_tail": log, "probe": runs["probe"],
             "config": {"n": n, "concurrency": concurrency, "hostile_fraction": hostile_fraction, "rounds": rounds,
                        "hostile_concurrency": hostile_concurrency, "max_body_bytes": max_body_bytes,
                        "max_context": max_context, "model_latency_s": model_latency_s}}
@@ -469,6 +503,14 @@ def report(res: dict) -> str:
             f"{s['hostile_4xx']} | {s['hostile_ok']} / {s['hostile_sent']} | {s['five_xx']} | {s['transport_errors']} | "
             f"{s['p50'] * 1000:.1f} | {s['p95'] * 1000:.1f} | {s['p99'] * 1000:.1f} | {ratio:.2f}x | {s['wall_s']:.1f} |"
         )
+    if res.get("probe"):
+        lines += ["", f"| hostile kind, alone on the idle server ({res['probe'][0]['tries']} tries) | status | "
+                  f"as required | median ms | max ms | bad request within {BAD_REQUEST_BUDGET_S * 1000:.0f} ms |",
+                  "|---|---|---:|---:|---:|---|"]
+        for r in res["probe"]:
+            verdict = "n/a (valid request)" if r["in_budget"] is None else ("yes" if r["in_budget"] else "NO")
+            lines.append(f"| {r['kind']} | {', '.join(map(str, r['statuses']))} | {r['as_required']} / {r['tries']} | "
+                         f"{r['median_s'] * 1000:.1f} | {r['max_s'] * 1000:.1f} | {verdict} |")
     kinds: dict[str, list] = {}
     for o in res["b"]["outcomes"]:
         if o.hostile:
@@ -503,11 +545,12 @@ def main() -> int:
     ap.add_argument("--max-context", type=int, default=8192)
     ap.add_argument("--model-latency-ms", type=float, default=50.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--probe-tries", type=int, default=5, help="send each hostile kind alone this many times first (0: skip)")
     args = ap.parse_args()
     res = run(n=args.n, concurrency=args.concurrency, hostile_fraction=args.hostile_fraction,
               hostile_concurrency=args.hostile_concurrency, rounds=args.rounds, cap_s=args.cap_s,
               timeout_s=args.timeout_s, max_body_bytes=args.max_body_bytes, max_context=args.max_context,
-              model_latency_s=args.model_latency_ms / 1000, seed=args.seed)
+              model_latency_s=args.model_latency_ms / 1000, seed=args.seed, probe_tries=args.probe_tries)
     print()
     print(report(res))
     if any("p99" not in f for f in res["failures"]):

@@ -393,9 +393,9 @@ def test_certainly_overlong_requests_are_refused_before_a_full_pass_but_crisis_s
     seen = []
     real = engine.check
 
-    async def spy(message, history, request_id):
+    async def spy(message, history, request_id, **kw):
         seen.append(len(message) + sum(len(m["content"]) for m in history))
-        return await real(message, history, request_id=request_id)
+        return await real(message, history, request_id=request_id, **kw)
 
     monkeypatch.setattr(engine, "check", spy)
     huge = "I had a long week and I keep thinking about it. " * 20_000  # ~1 MB
@@ -456,9 +456,9 @@ def test_large_bodies_are_parsed_off_the_event_loop(fake_model, monkeypatch):
     threads = []
     real = serve._parse_request
 
-    def spy(raw):
+    def spy(raw, *args):
         threads.append(threading.current_thread().name)
-        return real(raw)
+        return real(raw, *args)
 
     monkeypatch.setattr(serve, "_parse_request", spy)
     app = create_app(ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="k", max_context=2000))
@@ -472,3 +472,31 @@ def test_large_bodies_are_parsed_off_the_event_loop(fake_model, monkeypatch):
         assert "messages[3000].content" in err["message"]  # a _Reject raised in the thread is the same 400
     loop_thread, *workers = threads
     assert len(workers) == 2 and all(w != loop_thread for w in workers), threads
+
+
+def test_a_huge_message_list_is_refused_from_its_count_and_its_last_message(fake_model, monkeypatch):
+    """More messages than the context holds in template tokens alone: certainly over it, so only the last
+    message is read (for the guard, patterns only); the others are not checked one by one."""
+    app = create_app(ServeConfig(model=fake_model.model_string(), semantic_guard=False, served_name="k", max_context=2000))
+    engine = app.state.engine
+    calls = []
+    real = engine.check
+
+    async def spy(message, history, request_id, **kw):
+        calls.append(kw.get("patterns_only", False))
+        return await real(message, history, request_id=request_id, **kw)
+
+    monkeypatch.setattr(engine, "check", spy)
+    many = [{"role": "user", "content": "hi"}] * 700  # 700 * 3 template tokens > 2000
+    bad_inside = many[:350] + [{"role": "user", "content": 5}] + many[350:]
+    with running(app) as base:
+        url = base + "/chat/completions"
+        before = fake_model.stats.requests
+        for messages in (many, bad_inside):
+            err = _is_openai_error(httpx.post(url, timeout=60, json={"model": "k", "messages": messages}), 400)
+            assert err["code"] == "context_length_exceeded" and "at least" in err["message"]
+        err = _is_openai_error(httpx.post(url, timeout=60, json={"model": "k", "messages": many + [{"role": "user", "content": 5}]}), 400)
+        assert "messages[700].content" in err["message"]  # the last message is checked, with its index
+        r = httpx.post(url, timeout=60, json={"model": "k", "messages": many + [{"role": "user", "content": "I want to kill myself tonight."}]})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["kardia"]["guarded"]
+        assert fake_model.stats.requests == before and calls == [True, True, True]

@@ -1,8 +1,9 @@
 """`kardia chat`: talk with any model string in the terminal, the way a user of `kardia serve` would.
 
 The person sees only the response span (or a warm fallback when the answer is broken); the other spans
-appear, dimmed, with `--show-reasoning`. Every turn passes the crisis guard (`kardia.safety`) first
-unless `--no-guard`, and each turn is appended (flushed and fsynced) to the `--transcript` JSONL as it happens.
+appear, dimmed, with `--show-reasoning`. Every turn passes the crisis guard (`kardia.safety`) first unless
+`--no-guard` (`kardia.guarded`: the same order of steps as `kardia serve`), and each turn is appended (flushed
+and fsynced) to the `--transcript` JSONL as it happens.
 Works with stdin piped too: each line is one user turn; EOF or `/quit` ends the chat.
 """
 
@@ -112,43 +113,39 @@ class ChatSession:
             )
 
     def turn(self, user_text: str) -> TurnResult:
-        from .emotions import normalize
+        from . import guarded
         from .llm import LLMError
-        from .spans import parse, visible_response
 
         self.turns += 1
         result = TurnResult(user=user_text, shown="")
-        assessment = None
-        if self.guard is not None:
-            assessment = self.guard.check(user_text, list(self.shown_history))
-            result.guard = _assessment_dict(assessment)
-        if assessment is not None and getattr(assessment, "at_risk", False):
-            reply_fn = getattr(self.guard, "crisis_reply", None) or self.safety.crisis_reply
-            result.shown = reply_fn(assessment)
-            assistant_for_model = result.shown
-        else:
-            messages = [{"role": "system", "content": self.system}, *self.history, {"role": "user", "content": user_text}]
-            try:
-                completion = self.llm.chat(messages, self.params)
-            except LLMError as exc:
-                self.errors += 1
-                result.error = str(exc)
-                self._record(result, None)
-                return result  # the failed exchange is not added to the history
-            result.completion = completion
-            result.raw = completion.text
-            result.parsed = parse(completion.text)
-            result.shown = visible_response(completion.text)
-            check_output = getattr(self.guard, "check_output", None) if self.guard is not None else None
-            replacement = check_output(result.shown) if check_output is not None else None
-            if replacement is not None:  # the reply carried method or means content: never shown
-                result.shown, result.output_replaced = replacement, True
-            # feed back the real answer when well formed and safe; otherwise only what the person saw
-            assistant_for_model = completion.text if result.parsed.ok and not result.output_replaced else result.shown
-        self.history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": assistant_for_model}]
+        messages = [{"role": "system", "content": self.system}, *self.history, {"role": "user", "content": user_text}]
+        g = self.guard
+
+        def check(message: str, history: list[dict]):
+            assessment = g.check(message, history)
+            result.guard = _assessment_dict(assessment)  # recorded even when the model then fails
+            return assessment
+
+        try:
+            r = guarded.reply(
+                user_text,
+                self.shown_history,
+                generate=lambda: self.llm.chat(messages, self.params),
+                check=check if g is not None else None,
+                crisis_reply=(getattr(g, "crisis_reply", None) or self.safety.crisis_reply) if g is not None else None,
+                check_output=getattr(g, "check_output", None) if g is not None else None,
+            )
+        except LLMError as exc:
+            self.errors += 1
+            result.error = str(exc)
+            self._record(result, None)
+            return result  # the failed exchange is not added to the history
+        result.shown, result.parsed, result.completion = r.shown, r.parsed, r.completion
+        result.raw = r.completion.text if r.completion is not None else None
+        result.output_replaced = r.output_replaced
+        self.history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": r.for_model}]
         self.shown_history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": result.shown}]
-        label = normalize(result.parsed.emotion) if result.parsed is not None else None
-        self._record(result, label)
+        self._record(result, r.emotion)
         return result
 
     def _record(self, r: TurnResult, label: str | None) -> None:

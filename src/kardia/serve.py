@@ -8,7 +8,8 @@ What clients get:
   the reasoning. The emotion travels in `choices[i].kardia` (and `message.kardia`); with
   `--expose-spans` the other spans too.
 - Every request's last user message (with its history) passes the crisis guard first. At risk, the
-  reply is the policy's safe reply and the model is not called, so it cannot override it.
+  reply is the policy's safe reply and the model is not called, so it cannot override it (the order of
+  these steps is `kardia.guarded`, shared with `kardia chat`).
 - Requests longer than the model's context get a 400 in OpenAI's error format (a remote `openai:`
   model with `--max-context`: checked on an estimate, ~4 characters a token).
 - Hostile input: every bad request is a 4xx in OpenAI's `{"error": {...}}` shape (bodies over
@@ -101,19 +102,23 @@ def _error(status: int, message: str, type_: str = "invalid_request_error", para
 class _Reject(Exception):
     """A request answered with an OpenAI-shaped error instead of a completion."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None,
+        type_: str = "invalid_request_error",
+    ):
         super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
+        self.status, self.message, self.param, self.code, self.type_ = status, message, param, code, type_
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 CHARS_PER_TOKEN = 4  # the estimate for remote models, whose tokenizer the server does not have
 LARGE_BODY_BYTES = 65_536  # bodies over this are parsed and validated in a worker thread
 # A request CERTAINLY over the context (its lower bound of tokens is) is answered before any full pass
-# over its text: the guard reads a window of this many characters of the last message (head and tail),
-# so a crisis still gets the safe reply, and anything else gets its 400 in milliseconds, not the seconds
-# a 1 MiB text costs the guard and the tokenizer.
-OVERLONG_GUARD_WINDOW_CHARS = 8_000
+# over its text: the guard's patterns (its deterministic layers, not the encoder or a guard model) read a
+# window of this many characters of the last message (head and tail), so an explicit crisis statement
+# still gets the safe reply, and anything else gets its 400 within 100 ms, not the seconds a 1 MiB text
+# costs the guard and the tokenizer (the patterns take ~10 ms per 1,000 characters on a busy core).
+OVERLONG_GUARD_WINDOW_CHARS = 4_000
 TEMPLATE_TOKENS_PER_MESSAGE = 3  # ChatML: <|im_start|>, the role, <|im_end|> at the least
 
 
@@ -142,11 +147,11 @@ def _json_type(value: Any) -> str:
     )
 
 
-def _messages(raw: list) -> list[dict]:
+def _messages(raw: list, start: int = 0) -> list[dict]:
     """The request's messages as {role, content} text, each checked; lone surrogates (a valid JSON
-    escape that cannot be encoded again) become U+FFFD."""
+    escape that cannot be encoded again) become U+FFFD. `start`: the index of raw[0] in the request."""
     out = []
-    for i, m in enumerate(raw):
+    for i, m in enumerate(raw, start):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
             raise _Reject(400, f"{where}: must be an object with role and content, got {_json_type(m)}", param="messages")
@@ -159,14 +164,14 @@ def _messages(raw: list) -> list[dict]:
             text = ""
         else:
             text = _text_of(m["content"], where)
-        out.append({"role": role, "content": _SURROGATE.sub("\ufffd", text)})
+        out.append({"role": role, "content": text if text.isascii() else _SURROGATE.sub("\ufffd", text)})
     return out
 
 
-def _context_exceeded(max_context: int, n_prompt: int, max_tokens: int, qualifier: str = ""):
+def _context_exceeded(max_context: int, n_prompt: int, max_tokens: int, qualifier: str = "") -> "_Reject":
     """OpenAI's context-length 400; `qualifier` says how the prompt's tokens are known ("about", "at least")."""
     q = f"{qualifier} " if qualifier else ""
-    return _error(
+    return _Reject(
         400,
         f"This model's maximum context length is {max_context} tokens. However, you requested "
         f"{q}{n_prompt + max_tokens} tokens ({q}{n_prompt} in the messages, {max_tokens} in the "
@@ -215,8 +220,11 @@ def _parse_json(raw: bytes) -> dict:
     return data
 
 
-def _parse_request(raw: bytes) -> tuple[ChatRequest, list[dict]]:
-    """The validated request and its checked messages (a _Reject for anything a client got wrong)."""
+def _parse_request(raw: bytes, max_messages: int | None = None) -> tuple[ChatRequest, list[dict], int]:
+    """(the validated request, its checked messages, how many leading messages were left unread); a
+    _Reject for anything a client got wrong. Over `max_messages` messages a request is certainly over the
+    context (their template tokens alone are): only the last message is read, for the guard, since
+    checking 30,000 messages costs more than the 100 ms a bad request may take."""
     body = _parse_json(raw)
     try:
         req = ChatRequest.model_validate(body)
@@ -224,7 +232,8 @@ def _parse_request(raw: bytes) -> tuple[ChatRequest, list[dict]]:
         e = exc.errors()[0]
         loc = ".".join(str(x) for x in e.get("loc", []))
         raise _Reject(400, f"field {loc or 'body'}: {e.get('msg')}", param=loc or None) from None
-    return req, _messages(req.messages)
+    unread = len(req.messages) - 1 if max_messages is not None and len(req.messages) > max_messages else 0
+    return req, _messages(req.messages[unread:], start=unread), unread
 
 
 class _Engine:
@@ -268,23 +277,25 @@ class _Engine:
         self._guard_pool = None
         self.guard_offloaded = 0  # guard checks run in the guard process
 
-    async def check(self, message: str, history: list[dict], request_id: str):
+    async def check(self, message: str, history: list[dict], request_id: str, patterns_only: bool = False):
         """The guard's assessment; a long text is checked in the guard process (see the module doc)."""
         from concurrent.futures.process import BrokenProcessPool
 
         size = len(message) + sum(len(m["content"]) for m in history)
         limit = self.cfg.guard_process_chars
         if not limit or size <= limit:
-            return await self.guard.acheck(message, history, request_id=request_id)
+            return await self.guard.acheck(message, history, request_id=request_id, patterns_only=patterns_only)
         self.guard_offloaded += 1
         try:
-            return await self.guard.acheck(message, history, request_id=request_id, executor=self._pool())
+            return await self.guard.acheck(
+                message, history, request_id=request_id, executor=self._pool(), patterns_only=patterns_only
+            )
         except BrokenProcessPool:  # the process died (killed, out of memory): a new one next time, a thread now
             import logging
 
             logging.getLogger("kardia.serve").warning("the guard process died; checking this request in a thread")
             self.close()
-            return await self.guard.acheck(message, history, request_id=request_id)
+            return await self.guard.acheck(message, history, request_id=request_id, patterns_only=patterns_only)
 
     def _pool(self):
         if self._guard_pool is None:
@@ -333,9 +344,8 @@ def create_app(cfg: ServeConfig, llm: Any = None):
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from fastapi.responses import JSONResponse, StreamingResponse
-    from .emotions import normalize
+    from . import guarded
     from .llm import LLMError, SamplingParams
-    from .spans import parse, visible_response
 
     engine = _Engine(cfg, llm)
 
@@ -357,7 +367,7 @@ def create_app(cfg: ServeConfig, llm: Any = None):
 
     @app.exception_handler(_Reject)
     async def _rejected(request, exc: _Reject):
-        return _error(exc.status, exc.message, param=exc.param, code=exc.code)
+        return _error(exc.status, exc.message, type_=exc.type_, param=exc.param, code=exc.code)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):  # 404, 405: OpenAI's shape, not {"detail"}
@@ -386,7 +396,12 @@ def create_app(cfg: ServeConfig, llm: Any = None):
         rid = "chatcmpl-" + uuid.uuid4().hex[:24]
         raw = await _read_body(request, cfg.max_body_bytes)
         # a large body (a 1 MiB message, 30,000 messages) takes ~0.1 s to parse: not in the event loop
-        req, msgs = await asyncio.to_thread(_parse_request, raw) if len(raw) > LARGE_BODY_BYTES else _parse_request(raw)
+        max_messages = engine.max_context // TEMPLATE_TOKENS_PER_MESSAGE if engine.max_context else None
+        req, msgs, unread = (
+            await asyncio.to_thread(_parse_request, raw, max_messages)
+            if len(raw) > LARGE_BODY_BYTES
+            else _parse_request(raw, max_messages)
+        )
         if req.model != engine.name:
             return _error(404, f"The model '{req.model}' does not exist; this server serves '{engine.name}'.", param="model", code="model_not_found")
         if (req.n or 1) != 1:
@@ -407,26 +422,24 @@ def create_app(cfg: ServeConfig, llm: Any = None):
         max_tokens = req.max_completion_tokens or req.max_tokens or cfg.max_tokens
         if max_tokens < 1:
             return _error(400, "max_tokens must be at least 1", param="max_tokens")
-        # the guard first (a person in crisis gets the safe reply even with an over-long message)
-        floor = engine.min_tokens(conversation) if engine.max_context else 0
-        if engine.max_context and floor + max_tokens > engine.max_context:
-            last = dialogue[-1]["content"]
-            half = OVERLONG_GUARD_WINDOW_CHARS // 2
-            window = last if len(last) <= 2 * half else last[:half] + "\n" + last[-half:]
-            assessment = await engine.check(window, [], request_id=rid)
-            if not assessment.at_risk:
-                return _context_exceeded(engine.max_context, floor, max_tokens, "at least")
-        else:
-            assessment = await engine.check(dialogue[-1]["content"], dialogue[:-1], request_id=rid)
-        safety = {"at_risk": assessment.at_risk, "category": assessment.category, "level": assessment.level}
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-        if assessment.at_risk:
-            content = engine.guard.crisis_reply(assessment)
-            info: dict[str, Any] = {"emotion": None, "guarded": True, "safety": safety}
-        else:
+        # a request CERTAINLY over the context: the guard reads a window (a person in crisis still gets
+        # the safe reply), and anything else gets its 400 without a full pass over the text
+        floor = engine.min_tokens(conversation) + TEMPLATE_TOKENS_PER_MESSAGE * unread if engine.max_context else 0
+        overlong = bool(engine.max_context) and floor + max_tokens > engine.max_context
+
+        async def check(message: str, history: list[dict]):
+            if overlong:
+                half = OVERLONG_GUARD_WINDOW_CHARS // 2
+                window = message if len(message) <= 2 * half else message[:half] + "\n" + message[-half:]
+                return await engine.check(window, [], request_id=rid, patterns_only=True)
+            return await engine.check(message, history, request_id=rid)
+
+        async def generate():
+            if overlong:
+                raise _context_exceeded(engine.max_context, floor, max_tokens, "at least")
             n_prompt, estimated = await asyncio.to_thread(engine.count_tokens, conversation)
             if engine.max_context and n_prompt + max_tokens > engine.max_context:
-                return _context_exceeded(engine.max_context, n_prompt, max_tokens, "about" if estimated else "")
+                raise _context_exceeded(engine.max_context, n_prompt, max_tokens, "about" if estimated else "")
             stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
             params = SamplingParams(
                 max_tokens=max_tokens,
@@ -436,19 +449,30 @@ def create_app(cfg: ServeConfig, llm: Any = None):
                 stop=stop,
             )
             try:
-                completion = (await engine.llm.agenerate([conversation], params))[0]
+                return (await engine.llm.agenerate([conversation], params))[0]
             except LLMError as exc:
-                return _error(502, f"the model failed: {exc}", type_="server_error", code="model_error")
-            parsed = parse(completion.text)
-            content = visible_response(completion.text)
-            replaced = await asyncio.to_thread(engine.guard.check_output, content, request_id=rid)
-            if replaced is not None:
-                content = replaced
+                raise _Reject(502, f"the model failed: {exc}", type_="server_error", code="model_error") from None
+
+        async def check_output(visible: str):
+            return await asyncio.to_thread(engine.guard.check_output, visible, request_id=rid)
+
+        turn = await guarded.areply(
+            dialogue[-1]["content"], dialogue[:-1],
+            check=check, crisis_reply=engine.guard.crisis_reply, generate=generate, check_output=check_output,
+        )
+        a = turn.assessment
+        safety = {"at_risk": a.at_risk, "category": a.category, "level": a.level}
+        content = turn.shown
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        if turn.completion is None:  # the guard fired: the model was not called
+            info: dict[str, Any] = {"emotion": None, "guarded": True, "safety": safety}
+        else:
+            parsed, completion = turn.parsed, turn.completion
             info = {
-                "emotion": normalize(parsed.emotion) if parsed.emotion else None,
+                "emotion": turn.emotion,
                 "emotion_raw": parsed.emotion,
                 "spans_ok": parsed.ok,
-                "guarded": replaced is not None,
+                "guarded": turn.output_replaced,
                 "safety": safety,
             }
             if cfg.expose_spans:

@@ -75,11 +75,14 @@ class Guard:
         return result
 
     async def acheck(
-        self, message: str, history: list[dict] | None = None, request_id: str | None = None, executor: Any = None
+        self, message: str, history: list[dict] | None = None, request_id: str | None = None, executor: Any = None,
+        patterns_only: bool = False,
     ) -> RiskAssessment:
-        """`check` for async callers; `executor` runs the patterns (default: a worker thread)."""
-        result = await aassess(message, history, model=self.model, patterns=self.patterns, semantic=self.semantic,
-                               learned=self.learned, executor=executor)
+        """`check` for async callers; `executor` runs the patterns (default: a worker thread).
+        `patterns_only`: the deterministic layers alone, in milliseconds (serve: a request refused anyway)."""
+        on = not patterns_only
+        result = await aassess(message, history, model=self.model if on else None, patterns=self.patterns,
+                               semantic=self.semantic and on, learned=self.learned and on, executor=executor)
         self._record(result, message, request_id)
         return result
 
