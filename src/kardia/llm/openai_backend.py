@@ -250,6 +250,9 @@ class ClientPool:
         self._clients: list = []
         self._in_flight: list[int] = []
         self._ssl = None  # one SSL context for every client (building one per client costs ~10 ms)
+        # the first client now, before any request start is timed (the rate limiter spaces starts)
+        self._clients.append(self._new_client())
+        self._in_flight.append(0)
 
     def _new_client(self):
         import httpx
