@@ -1,4 +1,4 @@
-"""The openai backend over real HTTP (official `openai` client) against the FAKE fault-injecting server.
+"""The openai backend over real HTTP (lean pooled httpx client) against the FAKE fault-injecting server.
 
 Every test uses tiny timeouts and backoff so the whole file runs in a few seconds.
 """

@@ -100,7 +100,9 @@ def test_rubric_reward_judges_what_was_written(fake_server):
     server = fake_server(responder=recording)
     reward = make_rubric_reward(server.model_string(), cache=False)
     reward.sync([GOOD, BROKEN], prompts=[PROMPT, PROMPT], person=["INFP, loves hiking", "p"])
-    assert "| That sounds lonely; what do you miss most?" in seen[0] and "moving is lonely" not in seen[0]
+    # the two requests are concurrent: their arrival order is not defined, so pick each by its profile
+    seen = sorted(seen, key=lambda text: "| INFP, loves hiking" not in text)
+    assert len(seen) == 2 and "| That sounds lonely; what do you miss most?" in seen[0] and "moving is lonely" not in seen[0]
     assert "| INFP, loves hiking" in seen[0] and "seeker: I moved abroad and feel alone." in seen[0]
     assert "| x no more spans" in seen[1]  # broken format: its own text is judged, not a friendly fallback
 

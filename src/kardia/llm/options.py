@@ -19,7 +19,7 @@ class LLMOptions(BaseModel):
     max_retries: Optional[int] = Field(None, ge=0)  # attempts after the first
     backoff_s: Optional[float] = Field(None, ge=0)
     max_backoff_s: Optional[float] = Field(None, ge=0)
-    max_concurrency: Optional[int] = Field(None, ge=1)  # requests in flight per remote model
+    max_concurrency: Optional[int] = Field(None, ge=1)  # requests in flight per remote model (unset: the whole batch)
     rpm: Optional[float] = Field(None, gt=0)  # requests per minute per remote model
     max_batch: Optional[int] = Field(None, ge=1)  # local models: most conversations per generate call
 
