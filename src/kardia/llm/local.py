@@ -1,9 +1,17 @@
 """In-process transformers backend with micro-batching.
 
 One worker thread owns the model. Callers (async from any event loop, or sync from any thread) drop
-requests into a queue; the worker gathers whatever arrives within a short window into one
-left-padded `generate` call, so twenty dialogues in flight share one forward pass instead of
-queueing one by one. Requests share a batch when their `max_tokens` and `stop` match; temperature,
+requests into a queue; the worker batches them continuously:
+- a burst forms one batch: after the first request of an idle spell the worker keeps gathering while
+  requests keep coming (each within `gather_ms` of the previous, `gather_max_ms` at most, or until a
+  full batch is there), so N callers that start together run as one batch of N, not [1, N-1];
+- requests that arrive while a batch runs join the next batch as soon as it starts (no window wait:
+  they are already there);
+- when more requests wait than one batch holds, the oldest one always goes, with the waiting
+  requests of the most similar prompt length (less left padding, less wasted compute).
+Generation and every scoring kind (next-token probabilities, whole-label log-probabilities,
+shared-prefix scoring) go through the same queue, so the emotion reading of many turns in flight is
+one forward pass. Requests share a batch when their `max_tokens` and `stop` match; temperature,
 top_p and seed are applied per row by `_RowSampler`, so greedy, sampled and seeded requests mix
 freely, and a seeded request draws from its own generator: its text does not depend on what else
 happened to share its batch (up to float noise from padding), which is what makes seeded calls
@@ -58,6 +66,12 @@ class _Request:
     future: concurrent.futures.Future
     extra: dict = field(default_factory=dict)
 
+    @property
+    def size(self) -> int:
+        """Prompt length in characters: cheap, and enough to put similar lengths in one batch."""
+        convs = self.extra["branches"] if self.kind == "shared" else [self.messages]
+        return sum(len(str(m.get("content", ""))) for c in convs for m in c)
+
     def key(self) -> tuple:
         if self.kind == "generate":
             p = self.params
@@ -73,14 +87,16 @@ class LocalLLM(LLM):
         path: str,
         name: str | None = None,
         max_batch: int = 32,
-        gather_ms: float = 15.0,
+        gather_ms: float = 5.0,
         dtype: str = "auto",
         idle_exit_s: float = 30.0,
+        gather_max_ms: float = 50.0,
     ):
         self.path = str(path)
         self.name = name or self.path
         self.max_batch = int(max_batch)
-        self.gather_s = gather_ms / 1000.0
+        self.gather_s = gather_ms / 1000.0  # a burst: the next request comes within this of the previous one
+        self.gather_max_s = max(gather_max_ms, gather_ms) / 1000.0  # the longest a first request waits for company
         self.dtype = dtype
         self.idle_exit_s = idle_exit_s
         self._queue: queue.Queue[_Request] = queue.Queue()
@@ -236,7 +252,9 @@ class LocalLLM(LLM):
         pending: list[_Request] = []
         exiting = False  # close() asked us to stop once the queue is drained
         while True:
-            if not pending:
+            if pending:  # what arrived while the last batch ran joins the next one now
+                exiting = self._drain(pending) or exiting
+            else:
                 try:
                     item = self._queue.get_nowait() if exiting else self._queue.get(timeout=self.idle_exit_s)
                 except queue.Empty:
@@ -249,22 +267,55 @@ class LocalLLM(LLM):
                     exiting = True
                     continue
                 pending.append(item)
-            deadline = time.monotonic() + self.gather_s
-            while len(pending) < self.max_batch * 4:
-                timeout = deadline - time.monotonic()
-                try:
-                    item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    exiting = True
-                else:
-                    pending.append(item)
-            key = pending[0].key()
-            group = [r for r in pending if r.key() == key][: self.max_batch]
+                exiting = self._gather(pending) or exiting
+            group = self._next_group(pending)
             taken = {id(r) for r in group}
             pending = [r for r in pending if id(r) not in taken]
-            self._run_group(key, group)
+            self._run_group(group[0].key(), group)
+
+    def _drain(self, pending: list[_Request]) -> bool:
+        """Take everything queued now without waiting; True when a close() marker was among it."""
+        closing = False
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return closing
+            if item is None:
+                closing = True
+            else:
+                pending.append(item)
+
+    def _gather(self, pending: list[_Request]) -> bool:
+        """The burst window after an idle spell: gather while requests keep arriving, each within
+        `gather_s` of the previous, for `gather_max_s` at most or until the first request's batch is
+        full. True when a close() marker came in."""
+        closing = False
+        key = pending[0].key()
+        same = sum(r.key() == key for r in pending)
+        end = time.monotonic() + self.gather_max_s
+        while same < self.max_batch:
+            timeout = min(self.gather_s, end - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return closing
+            if item is None:
+                closing = True
+                continue
+            pending.append(item)
+            same += item.key() == key
+        return closing | self._drain(pending)
+
+    def _next_group(self, pending: list[_Request]) -> list[_Request]:
+        """The oldest request and, of those that can share its batch, the closest in prompt length."""
+        first = pending[0]
+        key = first.key()
+        same = [r for r in pending[1:] if r.key() == key]
+        if len(same) >= self.max_batch:
+            size = first.size
+            same.sort(key=lambda r: abs(r.size - size))  # stable: equal distances keep arrival order
+        return [first] + same[: self.max_batch - 1]
 
     def _run_group(self, key: tuple, group: list[_Request]) -> None:
         try:
