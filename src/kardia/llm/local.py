@@ -318,6 +318,9 @@ class LocalLLM(LLM):
         return [first] + same[: self.max_batch - 1]
 
     def _run_group(self, key: tuple, group: list[_Request]) -> None:
+        # counted before the callers are released, so a caller that got its answer sees its batch counted
+        self.batches_run += 1
+        self.batch_sizes.append(len(group))
         try:
             run = {"generate": self._generate, "probs": self._probs, "seqlogp": self._seq_logprobs,
                    "shared": self._shared_probs}[key[0]]
@@ -332,9 +335,6 @@ class LocalLLM(LLM):
             for req in group:
                 if not req.future.done():
                     req.future.set_exception(err)
-        finally:
-            self.batches_run += 1
-            self.batch_sizes.append(len(group))
 
     def _prompt_texts(self, group: Sequence[_Request], tok, prefix: str = "") -> list[str]:
         return [tok.apply_chat_template(list(r.messages), add_generation_prompt=True, tokenize=False) + prefix for r in group]
