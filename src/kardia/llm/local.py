@@ -5,8 +5,8 @@ requests into a queue; the worker batches them continuously:
 - a burst forms one batch: after the first request of an idle spell the worker keeps gathering while
   requests keep coming (each within `gather_ms` of the previous, `gather_max_ms` at most, or until a
   full batch is there), so N callers that start together run as one batch of N, not [1, N-1];
-- requests that arrive while a batch runs join the next batch as soon as it starts (no window wait:
-  they are already there);
+- requests that arrive while a batch runs join the next batch, which starts as soon as the running
+  one ends (at most one `gather_ms` gap later, or at once when they fill a batch);
 - when more requests wait than one batch holds, the oldest one always goes, with the waiting
   requests of the most similar prompt length (less left padding, less wasted compute).
 Generation and every scoring kind (next-token probabilities, whole-label log-probabilities,
@@ -252,9 +252,7 @@ class LocalLLM(LLM):
         pending: list[_Request] = []
         exiting = False  # close() asked us to stop once the queue is drained
         while True:
-            if pending:  # what arrived while the last batch ran joins the next one now
-                exiting = self._drain(pending) or exiting
-            else:
+            if not pending and self._queue.empty():  # idle: wait for a request
                 try:
                     item = self._queue.get_nowait() if exiting else self._queue.get(timeout=self.idle_exit_s)
                 except queue.Empty:
@@ -267,7 +265,10 @@ class LocalLLM(LLM):
                     exiting = True
                     continue
                 pending.append(item)
-                exiting = self._gather(pending) or exiting
+            # what queued while the last batch ran joins the next one, plus a burst still arriving
+            exiting = self._gather(pending) or exiting
+            if not pending:  # only a close() marker was queued
+                continue
             group = self._next_group(pending)
             taken = {id(r) for r in group}
             pending = [r for r in pending if id(r) not in taken]
@@ -287,17 +288,22 @@ class LocalLLM(LLM):
                 pending.append(item)
 
     def _gather(self, pending: list[_Request]) -> bool:
-        """The burst window after an idle spell: gather while requests keep arriving, each within
-        `gather_s` of the previous, for `gather_max_s` at most or until the first request's batch is
-        full. True when a close() marker came in."""
-        closing = False
+        """Take everything queued, then keep gathering while requests keep arriving (each within
+        `gather_s` of the previous, `gather_max_s` at most) until the first request's batch is full:
+        a burst forms one batch, and a batch starts at most `gather_s` after its last arrival.
+        True when a close() marker came in."""
+        closing = self._drain(pending)
+        if not pending:
+            return closing
         key = pending[0].key()
         same = sum(r.key() == key for r in pending)
         end = time.monotonic() + self.gather_max_s
         while same < self.max_batch:
             timeout = min(self.gather_s, end - time.monotonic())
+            if timeout <= 0:
+                break
             try:
-                item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+                item = self._queue.get(timeout=timeout)
             except queue.Empty:
                 return closing
             if item is None:
