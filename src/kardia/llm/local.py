@@ -30,10 +30,11 @@ Speed, measured on an earlier 2-core AMD EPYC (AVX2, no AVX-512/AMX) with SmolLM
 - bfloat16 is a trap on that CPU: ~1.3x faster at batch 1, but 2-5x SLOWER at batch 8-32 (no native
   bf16 matmul, so every product converts). On a CPU WITH native bf16 (AVX512-BF16) it is ~3x faster
   everywhere, so `dtype="auto"` (the default) measures which one this machine has (`precision.py`).
-- Through this backend (benchmarks/llm_throughput.py, 32 new tokens, greedy): 12 tokens/s with one
-  caller, 33 with 8 concurrent callers, 91 with 32: 8x plain one-prompt-at-a-time `model.generate`
-  (11 tokens/s). `transformers serve` (no continuous batching) stays at ~13-14 tokens/s whatever the
-  concurrency.
+- Through this backend (benchmarks/llm_throughput.py, 32 new tokens, greedy, this 2-core machine,
+  nice'd and shared): 15.6 tokens/s with one caller, 55.7 with 8 concurrent callers (one batch of 8),
+  135 with 32 (one batch of 32): 8.6x one caller, and within 6% of plain `model.generate` on the same
+  prompts as one batch (59.4 and 138 tokens/s), so the batch itself is the ceiling. `transformers
+  serve` (no continuous batching) stays at ~13-14 tokens/s whatever the concurrency.
 - The first generate call in a process is ~1.5x slower than later ones (one-time warm-up).
 - The "18 s per 120 tokens" first seen was that warm-up plus a CPU shared with other jobs: warm and
   alone it is ~8.5 s (14 tokens/s).
