@@ -3,7 +3,9 @@
 Rows:
 - baseline: plain `model.generate`, one prompt at a time (the same loaded weights);
 - local backend at batch 1 / 8 / 32: that many concurrent callers (`asyncio.gather`), which the
-  worker gathers into batched generate calls;
+  worker gathers into batched generate calls; each row prints the batch sizes it formed (a burst of N
+  callers should form one batch of N), and next to it plain `model.generate` on the same prompts in
+  batches of N (left-padded): the ceiling the backend's batching should reach;
 - openai backend against a real `transformers serve` subprocess at concurrency 1 and 8.
 Greedy decoding, the same prompts everywhere; tokens counted are the completion tokens returned.
 The first generate call of a process is slow (warm-up), so every engine gets one untimed call first.
@@ -40,23 +42,24 @@ def conversations(n: int) -> list[list[dict]]:
     return [[{"role": "user", "content": f"{PROMPTS[i % len(PROMPTS)]} (#{i})"}] for i in range(n)]
 
 
-def bench_plain_generate(model, tok, convs, max_tokens: int) -> tuple[int, float]:
-    """The baseline: one `model.generate` per prompt, no batching."""
+def bench_plain_generate(model, tok, convs, max_tokens: int, batch: int = 1) -> tuple[int, float]:
+    """Plain `model.generate` on the prompts, `batch` at a time (left-padded): the baseline, and what
+    the backend's batching should match."""
     import torch
 
     eos = tok.eos_token_id
     tokens = 0
     t0 = time.perf_counter()
-    for c in convs:
-        text = tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-        enc = tok([text], return_tensors="pt", add_special_tokens=False)
+    for start in range(0, len(convs), batch):
+        texts = [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in convs[start:start + batch]]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.inference_mode():
             out = model.generate(
                 **enc, max_new_tokens=max_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
                 pad_token_id=tok.pad_token_id,
             )
-        new = out[0, enc["input_ids"].shape[1]:].tolist()
-        tokens += new.index(eos) + 1 if eos in new else len(new)
+        for row in out[:, enc["input_ids"].shape[1]:].tolist():
+            tokens += row.index(eos) + 1 if eos in row else len(row)
     return tokens, time.perf_counter() - t0
 
 
@@ -110,10 +113,18 @@ def main() -> None:
     tokens, secs = bench_plain_generate(model, tok, conversations(n), args.max_tokens)
     rows.append(("plain model.generate, one prompt at a time", 1, tokens, secs))
     print(f"  baseline: {tokens} tokens in {secs:.1f}s", flush=True)
+    local: list[tuple[int, list[int], float, float]] = []  # (callers, batch sizes, tokens/s, plain batched tokens/s)
     for b in batches:
-        tokens, secs = bench_backend(llm, conversations(max(n, b)), params, b)
+        convs = conversations(max(n, b))
+        llm.batch_sizes.clear()
+        tokens, secs = bench_backend(llm, convs, params, b)
+        sizes = list(llm.batch_sizes)
         rows.append((f"local backend, {b} concurrent callers", b, tokens, secs))
-        print(f"  local b={b}: {tokens} tokens in {secs:.1f}s (batch sizes {llm.batch_sizes[-3:]})", flush=True)
+        p_tokens, p_secs = bench_plain_generate(model, tok, convs, args.max_tokens, batch=b)
+        rows.append((f"plain model.generate, batches of {b}", b, p_tokens, p_secs))
+        local.append((b, sizes, tokens / secs, p_tokens / p_secs))
+        print(f"  local b={b}: {tokens} tokens in {secs:.1f}s, batch sizes {sizes}; "
+              f"plain generate in batches of {b}: {p_tokens} tokens in {p_secs:.1f}s", flush=True)
     llm.close()
 
     if not args.skip_serve:
@@ -141,6 +152,17 @@ def main() -> None:
     for name, b, tokens, secs in rows:
         tps = tokens / secs
         print(f"| {name} | {b} | {tokens} | {secs:.1f} | {tps:.1f} | {tps / base:.2f}x |")
+    if local:
+        one = next((tps for b, _, tps, _ in local if b == 1), local[0][2])
+        print()
+        print("Local backend vs plain generate on the same prompts (targets: a burst of N forms one batch of N; "
+              "within 10% of plain batched generate; 32 callers >= 10x one caller):")
+        print()
+        print("| callers N | batch sizes formed | tokens/s | vs 1 caller | plain generate, batches of N: tokens/s | backend / plain |")
+        print("|---:|---|---:|---:|---:|---:|")
+        for b, sizes, tps, plain in local:
+            shown = sizes if len(sizes) <= 12 else sizes[:12] + ["..."]
+            print(f"| {b} | {shown} | {tps:.1f} | {tps / one:.2f}x | {plain:.1f} | {tps / plain:.2f} |")
 
 
 if __name__ == "__main__":

@@ -201,3 +201,63 @@ def test_worker_is_a_daemon_that_exits_when_idle_and_restarts(llm):
     quick.close()
     names = [t.name for t in threading.enumerate()]
     assert "kardia-local-quick" not in names
+
+
+def _recording(name: str, seconds: float = 0.0, **options) -> tuple[LocalLLM, list[list[str]]]:
+    """A LocalLLM whose generate step records each batch's prompts (no model, no torch)."""
+    inst = LocalLLM("unused", name=name, **options)
+    batches: list[list[str]] = []
+
+    def fake(group):
+        batches.append([r.messages[0]["content"] for r in group])
+        time.sleep(seconds)
+        return [Completion(text=r.messages[0]["content"]) for r in group]
+
+    inst._generate = fake
+    return inst, batches
+
+
+def test_a_burst_arriving_over_time_forms_one_batch():
+    """Callers that start together but reach the queue a few ms apart still run as one batch."""
+    inst, batches = _recording("burst", gather_ms=20, gather_max_ms=2000)
+    futs = []
+    for i in range(8):
+        futs.append(inst.submit(conv(str(i)), GREEDY))
+        time.sleep(0.005)  # 40 ms for the whole burst: longer than the gap, each arrival within it
+    assert [f.result(timeout=5).text for f in futs] == [str(i) for i in range(8)]
+    assert [len(b) for b in batches] == [8]
+    inst.close()
+
+
+def test_a_full_batch_starts_without_waiting_out_the_window():
+    inst, batches = _recording("full", max_batch=4, gather_ms=5000, gather_max_ms=5000)
+    t0 = time.monotonic()
+    futs = [inst.submit(conv(str(i)), GREEDY) for i in range(4)]
+    for f in futs:
+        f.result(timeout=10)
+    assert time.monotonic() - t0 < 2.5 and [len(b) for b in batches] == [4]
+    inst.close()
+
+
+def test_requests_arriving_during_a_batch_join_the_next_one():
+    inst, batches = _recording("continuous", seconds=0.3, gather_ms=0)
+    first = inst.submit(conv("first"), GREEDY)
+    time.sleep(0.1)  # the first batch is running now
+    later = [inst.submit(conv(f"later{i}"), GREEDY) for i in range(5)]
+    for f in [first] + later:
+        f.result(timeout=10)
+    assert batches == [["first"], [f"later{i}" for i in range(5)]]
+    inst.close()
+
+
+def test_waiting_requests_are_batched_by_similar_prompt_length():
+    """More waiting than one batch holds: the oldest goes with the closest lengths; order is kept."""
+    inst, batches = _recording("lengths", seconds=0.3, max_batch=3, gather_ms=0)
+    block = inst.submit(conv("block"), GREEDY)
+    time.sleep(0.1)
+    texts = ["s1", "L" * 200 + "1", "s2", "L" * 200 + "2", "s3", "L" * 200 + "3"]
+    futs = [inst.submit(conv(t), GREEDY) for t in texts]
+    for f in [block] + futs:
+        f.result(timeout=10)
+    assert batches[1:] == [["s1", "s2", "s3"], [texts[1], texts[3], texts[5]]]
+    inst.close()
