@@ -112,3 +112,12 @@ def test_streamed_plan_is_the_list_plan_item_for_item():
                 sharded = Plan(stream, *args, n_profiles=len(profiles), shard_spec=(1, 3))
                 assert list(sharded) == shard(expected, 1, 3)
     assert len(reads) > 10  # the profiles were re-read each pass, not held
+
+
+def test_seed_table_gives_back_equal_seeds():
+    from kardia.data.seeds import Seed, SeedTable
+
+    seeds = [Seed(id=f"s{i}é", situation="" if i == 2 else f"caf\u00e9 \u2603 {i}", emotion=["sad", "proud"][i % 2],
+                  source=f"src{i % 3}") for i in range(5)]
+    table = SeedTable(seeds)
+    assert len(table) == 5 and [table[i] for i in range(5)] == seeds and table.emotion(3) == "proud"

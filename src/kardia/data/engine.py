@@ -28,7 +28,7 @@ from .config import BuildConfig
 from .loop import Counters, DialogueFailed, DialogueLoop, RoleFailed, RoleHealth
 from .plan import Plan, PlanItem, describe
 from .profiles import Profile, load_profiles
-from .seeds import Seed, load_seeds
+from .seeds import Seed, SeedTable, load_seeds
 
 
 class BuildError(RuntimeError):
@@ -57,29 +57,27 @@ def iter_profiles(cfg: BuildConfig, skip_bad: bool = False, bad: list | None = N
             yield prof.model_copy(update={"person": scrub(prof.person, names=names)})
 
 
-def load_seeds_of(cfg: BuildConfig, skip_bad: bool = False, bad: list | None = None) -> list[Seed]:
-    """The situations (scrubbed), all of them: their shuffled pools decide the plan."""
-    seeds: list[Seed] = []
+def iter_seeds(cfg: BuildConfig, skip_bad: bool = False, bad: list | None = None) -> Iterator[Seed]:
+    """The situations (scrubbed), one at a time."""
     for src in cfg.seeds:
         for n, s in enumerate(load_seeds(src.kind, input_path(src.path), skip_bad=skip_bad, bad=bad, emotion_map=src.emotion_map)):
             if src.limit is not None and n >= src.limit:
                 break
-            seeds.append(s.model_copy(update={"situation": scrub(s.situation)}))
-    return seeds
+            yield s.model_copy(update={"situation": scrub(s.situation)})
 
 
 def load_inputs(cfg: BuildConfig, skip_bad: bool = False) -> tuple[list[Profile], list[Seed], list[RecordError]]:
     """Profiles and situations as lists (the build itself streams the profiles: see `plan_for`)."""
     bad: list[RecordError] = []
     profiles = list(iter_profiles(cfg, skip_bad, bad))
-    return profiles, load_seeds_of(cfg, skip_bad, bad), bad
+    return profiles, list(iter_seeds(cfg, skip_bad, bad)), bad
 
 
 def plan_for(cfg: BuildConfig, skip_bad: bool = False, shard_spec: tuple[int, int] | None = None):
     """The plan, streamed (see `plan.Plan`): one pass here counts the profiles and collects bad lines."""
     bad: list[RecordError] = []
     n_profiles = sum(1 for _ in iter_profiles(cfg, skip_bad, bad))
-    seeds = load_seeds_of(cfg, skip_bad, bad)
+    seeds = SeedTable(iter_seeds(cfg, skip_bad, bad))  # all held (they decide the plan), compactly
     items = Plan(lambda: iter_profiles(cfg, skip_bad), seeds, cfg.dialogues_per_profile, cfg.distribution, cfg.seed,
                  cfg.max_profiles, cfg.assign_mbti, n_profiles=n_profiles, shard_spec=shard_spec)
     return items, bad

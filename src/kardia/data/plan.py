@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import random
+from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 from .profiles import Profile, assign_mbti
-from .seeds import Seed
+from .seeds import Seed, SeedTable
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ def make_plan(
 class Plan:
     """The plan as a stream: every pass re-reads the profiles and yields the same items in the same order.
 
-    Only the situations are held (their shuffled pools decide the plan); profiles come from `profiles()`,
+    Only the situations are held (their shuffled pools decide the plan), compactly (`SeedTable`); profiles
+    come from `profiles()`,
     a fresh iterator per pass, so the plan's memory does not grow with the number of profiles (with
     `max_profiles`, only the chosen ones are held). The RNG draws are those of the list version: the
     profile sample draws positions (which depend only on the count), the pools are drawn up front.
@@ -59,7 +61,7 @@ class Plan:
     def __init__(
         self,
         profiles: Callable[[], Iterable[Profile]],
-        seeds: Sequence[Seed],
+        seeds: Sequence[Seed] | SeedTable,
         per_profile: int,
         distribution: str = "natural",
         seed: int = 0,
@@ -68,7 +70,8 @@ class Plan:
         n_profiles: int | None = None,
         shard_spec: tuple[int, int] | None = None,
     ):
-        self.profiles, self.seeds, self.per_profile = profiles, list(seeds), per_profile
+        self.profiles, self.per_profile = profiles, per_profile
+        self.seeds = seeds if isinstance(seeds, SeedTable) else SeedTable(seeds)
         self.distribution, self.seed, self.max_profiles, self.assign = distribution, seed, max_profiles, assign
         self.n_profiles = sum(1 for _ in profiles()) if n_profiles is None else n_profiles
         self.shard_spec = shard_spec
@@ -104,12 +107,13 @@ class Plan:
         chosen = self._chosen(rng)
         if self.max_profiles is not None and self.max_profiles < self.n_profiles:
             chosen = iter(list(chosen))  # draw the sample before the pools, as the list version did
-        by_label: dict[str, list[Seed]] = defaultdict(list)
-        for s in seeds:
-            by_label[s.emotion].append(s)
+        # situations by position: the same draws as sampling the Seed lists themselves (sample picks positions)
+        by_label: dict[str, array] = defaultdict(lambda: array("i"))
+        for i in range(len(seeds)):
+            by_label[seeds.emotion(i)].append(i)
         labels = sorted(by_label)
-        pools = {lab: rng.sample(v, len(v)) for lab, v in by_label.items()}  # shuffled, drawn without replacement
-        natural_pool = rng.sample(list(seeds), len(seeds))
+        pools = {lab: array("i", rng.sample(v, len(v))) for lab, v in by_label.items()}  # shuffled, drawn without replacement
+        natural_pool = array("i", rng.sample(range(len(seeds)), len(seeds)))
         label_cycle: list[str] = []
         used = 0
         for prof in chosen:
@@ -121,11 +125,11 @@ class Plan:
                     pool = pools[lab]
                     if not pool:  # every situation of this label used: reuse them in a new order
                         pool.extend(rng.sample(by_label[lab], len(by_label[lab])))
-                    s = pool.pop()
+                    s = seeds[pool.pop()]
                 else:
                     if used >= len(natural_pool):
-                        natural_pool.extend(rng.sample(list(seeds), len(seeds)))
-                    s = natural_pool[used]
+                        natural_pool.extend(rng.sample(range(len(seeds)), len(seeds)))
+                    s = seeds[natural_pool[used]]
                     used += 1
                 item = PlanItem(id=dialogue_id(prof.id, s.id, slot), profile=prof, seed=s)
                 if not self.shard_spec or _in_shard(item.id, *self.shard_spec):
