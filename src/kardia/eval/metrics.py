@@ -19,7 +19,7 @@ from .columns import ItemColumns, _failure_kind, judged_mean  # noqa: F401 (_fai
 NONE_LABEL = "(none)"  # the prediction when no emotion could be read from the output
 
 
-W_CHUNK_BYTES = 4 << 20  # the most bootstrap weights held at once (a whole matrix grew with the data)
+W_CHUNK_BYTES = 2 << 20  # the most bootstrap weights held at once (a whole matrix grew with the data)
 
 
 class Resampler:
