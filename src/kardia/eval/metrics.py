@@ -26,7 +26,10 @@ class Resampler:
     """Cluster-bootstrap weights W (n_boot x n_clusters) for a set of items, drawn in chunks of replicates.
 
     The chunks are consecutive draws of ONE RNG stream, so stacked they are exactly the matrix a single
-    draw gives: the intervals do not depend on the chunk size, and only one chunk is held at a time.
+    draw gives, and only one chunk is held at a time. A report small enough for one chunk computes exactly
+    what the whole-matrix version did; with several chunks, sums of integers (rates, macro-F1, integer
+    scores) stay exact, and a mean of fractional values (judged_mean) can differ in the last bits, as BLAS
+    sums a product of another shape in another order.
     """
 
     def __init__(self, clusters: Sequence[str], n_boot: int = 1000, seed: int = 0):
