@@ -144,9 +144,11 @@ def build_report(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str
     out = Path(out)
     cols = read_columns(out)  # one streaming pass: memory stays flat in the number of items
     metrics = metrics_of_columns(cols, n_boot=n_boot, seed=seed)
+    n_items, worst = cols.n, cols.worst()
+    del cols  # the figures below are the report's peak: they need none of the columns
     metrics["run"] = run_info(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
-    if not cols.n:
+    if not n_items:
         (out / "report.md").write_text("# Eval report\n\nNo items scored yet.\n", encoding="utf-8")
         (out / "report.html").write_text("<html><body><h1>Eval report</h1><p>No items scored yet.</p></body></html>",
                                          encoding="utf-8")
@@ -166,7 +168,6 @@ def build_report(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str
     if metrics["confusion"]["rows"]:
         confusion_png(metrics["confusion"], out / "confusion.png")
         figs["confusion"] = "confusion.png"
-    worst = cols.worst()
     md = render_markdown(metrics, figs, worst)
     (out / "report.md").write_text(md, encoding="utf-8")
     (out / "report.html").write_text(render_html(metrics, figs, worst, out), encoding="utf-8")
