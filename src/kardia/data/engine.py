@@ -19,16 +19,16 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from ..jobs import JobBar, run_jobs
 from ..records import JsonlAppender, RecordError, done_keys
 from .anonymise import anon_username, load_or_make_salt, scrub
 from .config import BuildConfig
 from .loop import Counters, DialogueFailed, DialogueLoop, RoleFailed, RoleHealth
-from .plan import PlanItem, describe, make_plan, shard
+from .plan import Plan, PlanItem, describe
 from .profiles import Profile, load_profiles
-from .seeds import Seed, load_seeds
+from .seeds import Seed, SeedTable, load_seeds
 
 
 class BuildError(RuntimeError):
@@ -44,11 +44,9 @@ def input_path(path: str) -> str:
     return path
 
 
-def load_inputs(cfg: BuildConfig, skip_bad: bool = False) -> tuple[list[Profile], list[Seed], list[RecordError]]:
-    """Profiles and situations, scrubbed of contact details, addresses and the profile's own username
+def iter_profiles(cfg: BuildConfig, skip_bad: bool = False, bad: list | None = None) -> Iterator[Profile]:
+    """The profiles, one at a time, scrubbed of contact details, addresses and the profile's own username
     before any model sees them."""
-    bad: list[RecordError] = []
-    profiles: list[Profile] = []
     for src in cfg.profiles:
         for n, prof in enumerate(load_profiles(src.kind, input_path(src.path), skip_bad=skip_bad, bad=bad)):
             if src.limit is not None and n >= src.limit:
@@ -56,23 +54,32 @@ def load_inputs(cfg: BuildConfig, skip_bad: bool = False) -> tuple[list[Profile]
             # the username is exported only as a keyed hash, so its plain text (a signature) goes too; a
             # username that is only the profile id (none given) is no secret: meta.profile_id holds it
             names = [prof.username] if prof.username and prof.username != prof.id else []
-            profiles.append(prof.model_copy(update={"person": scrub(prof.person, names=names)}))
-    seeds: list[Seed] = []
+            yield prof.model_copy(update={"person": scrub(prof.person, names=names)})
+
+
+def iter_seeds(cfg: BuildConfig, skip_bad: bool = False, bad: list | None = None) -> Iterator[Seed]:
+    """The situations (scrubbed), one at a time."""
     for src in cfg.seeds:
         for n, s in enumerate(load_seeds(src.kind, input_path(src.path), skip_bad=skip_bad, bad=bad, emotion_map=src.emotion_map)):
             if src.limit is not None and n >= src.limit:
                 break
-            seeds.append(s.model_copy(update={"situation": scrub(s.situation)}))
-    return profiles, seeds, bad
+            yield s.model_copy(update={"situation": scrub(s.situation)})
+
+
+def load_inputs(cfg: BuildConfig, skip_bad: bool = False) -> tuple[list[Profile], list[Seed], list[RecordError]]:
+    """Profiles and situations as lists (the build itself streams the profiles: see `plan_for`)."""
+    bad: list[RecordError] = []
+    profiles = list(iter_profiles(cfg, skip_bad, bad))
+    return profiles, list(iter_seeds(cfg, skip_bad, bad)), bad
 
 
 def plan_for(cfg: BuildConfig, skip_bad: bool = False, shard_spec: tuple[int, int] | None = None):
-    profiles, seeds, bad = load_inputs(cfg, skip_bad)
-    items = make_plan(
-        profiles, seeds, cfg.dialogues_per_profile, cfg.distribution, cfg.seed, cfg.max_profiles, cfg.assign_mbti
-    )
-    if shard_spec:
-        items = shard(items, *shard_spec)
+    """The plan, streamed (see `plan.Plan`): one pass here counts the profiles and collects bad lines."""
+    bad: list[RecordError] = []
+    n_profiles = sum(1 for _ in iter_profiles(cfg, skip_bad, bad))
+    seeds = SeedTable(iter_seeds(cfg, skip_bad, bad))  # all held (they decide the plan), compactly
+    items = Plan(lambda: iter_profiles(cfg, skip_bad), seeds, cfg.dialogues_per_profile, cfg.distribution, cfg.seed,
+                 cfg.max_profiles, cfg.assign_mbti, n_profiles=n_profiles, shard_spec=shard_spec)
     return items, bad
 
 
@@ -104,7 +111,7 @@ def _gen_path(work: Path, shard_spec: tuple[int, int] | None) -> Path:
 
 async def generate(
     cfg: BuildConfig,
-    items: Sequence[PlanItem],
+    items: Iterable[PlanItem],
     gen_path: Path,
     salt: str,
     progress: bool = True,
@@ -115,7 +122,10 @@ async def generate(
     done: set = set()
     for f in sorted(work.glob("generated*.jsonl")):
         done |= done_keys(f)
-    todo = sum(1 for it in items if it.id not in done)
+    planned = todo = 0
+    for it in items:  # one pass (a streamed plan re-reads its profiles each pass)
+        planned += 1
+        todo += it.id not in done
     counters = Counters()
     health = RoleHealth(cfg.max_role_failures)
     loop = loop or DialogueLoop(cfg, counters, health)
@@ -140,8 +150,8 @@ async def generate(
     failed = [{"id": key, "error": msg} for key, msg in stats.retried]
     written = stats.written
     return {
-        "planned": len(items),
-        "already_done": len(items) - todo,
+        "planned": planned,
+        "already_done": planned - todo,
         "written": written,
         "failed": len(failed),
         "failed_ids": failed[:20],

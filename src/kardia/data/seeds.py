@@ -8,8 +8,9 @@ An unknown label id or name is an error naming file, line and field (or skipped 
 
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from pydantic import BaseModel
 
@@ -22,6 +23,48 @@ class Seed(BaseModel):
     situation: str
     emotion: str
     source: str
+
+
+class SeedTable:
+    """Situations held compactly: id and text as UTF-8 in one buffer, label and source as small codes.
+
+    A build's plan must hold every situation (its shuffled pools decide the plan); as Seed objects each
+    cost ~750 bytes, here ~100. Indexing gives back an equal Seed.
+    """
+
+    def __init__(self, seeds: Iterable[Seed] = ()):
+        self._blob = bytearray()
+        self._ends = array("q")  # end offsets: id of seed i, then its situation
+        self._emotion, self._source = array("i"), array("i")
+        self._names: list[str] = []
+        self._codes: dict[str, int] = {}
+        for seed in seeds:
+            self.append(seed)
+
+    def _code(self, name: str) -> int:
+        if name not in self._codes:
+            self._codes[name] = len(self._names)
+            self._names.append(name)
+        return self._codes[name]
+
+    def append(self, seed: Seed) -> None:
+        for text in (seed.id, seed.situation):
+            self._blob += text.encode("utf-8")
+            self._ends.append(len(self._blob))
+        self._emotion.append(self._code(seed.emotion))
+        self._source.append(self._code(seed.source))
+
+    def __len__(self) -> int:
+        return len(self._emotion)
+
+    def emotion(self, i: int) -> str:
+        return self._names[self._emotion[i]]
+
+    def __getitem__(self, i: int) -> Seed:
+        a = self._ends[2 * i - 1] if i else 0
+        b, c = self._ends[2 * i], self._ends[2 * i + 1]
+        return Seed.model_construct(id=self._blob[a:b].decode("utf-8"), situation=self._blob[b:c].decode("utf-8"),
+                                    emotion=self._names[self._emotion[i]], source=self._names[self._source[i]])
 
 
 def _labels():

@@ -9,28 +9,64 @@ shared by all metrics of a report, so the per-group breakdowns and the headline 
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
-from typing import Any, Callable, Iterable, Sequence
+from collections import defaultdict
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+
+from .columns import ItemColumns, _failure_kind, judged_mean  # noqa: F401 (_failure_kind: its old home)
 
 NONE_LABEL = "(none)"  # the prediction when no emotion could be read from the output
 
 
+W_CHUNK_BYTES = 2 << 20  # the most bootstrap weights held at once (a whole matrix grew with the data)
+
+
 class Resampler:
-    """One cluster-bootstrap weight matrix W (n_boot x n_clusters) for a set of items."""
+    """Cluster-bootstrap weights W (n_boot x n_clusters) for a set of items, drawn in chunks of replicates.
+
+    The chunks are consecutive draws of ONE RNG stream, so stacked they are exactly the matrix a single
+    draw gives, and only one chunk is held at a time. A report small enough for one chunk computes exactly
+    what the whole-matrix version did; with several chunks, sums of integers (rates, macro-F1, integer
+    scores) stay exact, and a mean of fractional values (judged_mean) can differ in the last bits, as BLAS
+    sums a product of another shape in another order.
+    """
 
     def __init__(self, clusters: Sequence[str], n_boot: int = 1000, seed: int = 0):
         self.keys = sorted(set(clusters))
         index = {k: i for i, k in enumerate(self.keys)}
         self.cluster_of = np.array([index[c] for c in clusters], dtype=np.int64)
         self.n_boot = n_boot
+        self.seed = seed
+
+    @classmethod
+    def of_codes(cls, names: Sequence[str], codes: np.ndarray, n_boot: int = 1000, seed: int = 0) -> "Resampler":
+        """From interned cluster names and one code per item (see `columns._Codes`)."""
+        rs = cls([], n_boot=n_boot, seed=seed)
+        rs.keys = sorted(names)
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(len(names))
+        rs.cluster_of = rank[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+        return rs
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The rows of W, a chunk at a time (at most W_CHUNK_BYTES; a multiple of 8 rows)."""
         c = len(self.keys)
-        rng = np.random.default_rng(seed)
-        if c == 0 or n_boot <= 0:
-            self.W = np.zeros((0, c))
-        else:
-            self.W = rng.multinomial(c, np.full(c, 1.0 / c), size=n_boot).astype(np.float64)
+        if c == 0 or self.n_boot <= 0:
+            return
+        rows = max(8, W_CHUNK_BYTES // (8 * c) // 8 * 8)
+        rng = np.random.default_rng(self.seed)
+        p = np.full(c, 1.0 / c)
+        for start in range(0, self.n_boot, rows):
+            yield rng.multinomial(c, p, size=min(rows, self.n_boot - start)).astype(np.float64)
+
+    @property
+    def W(self) -> np.ndarray:
+        """The whole weight matrix (for small callers; reports go through `chunks`)."""
+        if "_W" not in self.__dict__:
+            parts = list(self.chunks())
+            self._W = np.concatenate(parts) if parts else np.zeros((0, len(self.keys)))
+        return self._W
 
     def sums(self, values: np.ndarray) -> np.ndarray:
         """Per-cluster sums of `values` (items x ...)."""
@@ -54,10 +90,58 @@ class Resampler:
         return {"value": value, "lo": lo, "hi": hi, "n": n}
 
 
-def _interval(num: np.ndarray, den: np.ndarray) -> tuple[float | None, float | None]:
+class Bootstrap:
+    """Statistics registered first, then computed together in one pass over the chunks of W.
+
+    Each statistic is a function of a chunk of weights giving one value per replicate; it recomputes
+    its per-cluster sums from the item columns rather than holding them (one chunk pass for all).
+    """
+
+    def __init__(self, rs: Resampler):
+        self.rs = rs
+        self._stats: list[tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]] = []
+
+    def mean(self, v: np.ndarray, mask: Callable[[], np.ndarray] | None = None) -> dict[str, Any]:
+        """Mean over the items where v is not NaN (and `mask()` holds); lo/hi filled in by `run`."""
+        def ok() -> np.ndarray:
+            keep = ~np.isnan(v)
+            return keep & mask() if mask is not None else keep
+
+        keep = ok()
+        n = int(keep.sum())
+        if n == 0:
+            return {"value": None, "lo": None, "hi": None, "n": 0}
+        entry = {"value": float(v[keep].mean()), "lo": None, "hi": None, "n": n}
+
+        def stat(W: np.ndarray) -> np.ndarray:
+            keep = ok()
+            return _ratio(W @ self._sums(np.where(keep, v, 0.0)), W @ self._sums(keep.astype(np.float64)))
+
+        self._stats.append((stat, entry))
+        return entry
+
+    def _sums(self, values: np.ndarray) -> np.ndarray:
+        return np.bincount(self.rs.cluster_of, weights=values, minlength=len(self.rs.keys))
+
+    def add(self, stat: Callable[[np.ndarray], np.ndarray], entry: dict[str, Any]) -> None:
+        self._stats.append((stat, entry))
+
+    def run(self) -> None:
+        parts: list[list[np.ndarray]] = [[] for _ in self._stats]
+        for W in self.rs.chunks():
+            for part, (stat, _) in zip(parts, self._stats):
+                part.append(np.asarray(stat(W), dtype=float))
+        for part, (_, entry) in zip(parts, self._stats):
+            entry["lo"], entry["hi"] = _percentiles(np.concatenate(part) if part else np.zeros(0))
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
-        stats = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-    return _percentiles(stats)
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _interval(num: np.ndarray, den: np.ndarray) -> tuple[float | None, float | None]:
+    return _percentiles(_ratio(num, den))
 
 
 def _percentiles(stats: np.ndarray) -> tuple[float | None, float | None]:
@@ -69,30 +153,21 @@ def _percentiles(stats: np.ndarray) -> tuple[float | None, float | None]:
 
 
 # -- emotion -------------------------------------------------------------------------------------
-def _emotion_arrays(records: Sequence[dict], labels: list[str]):
+def macro_f1(cols: "ItemColumns", boot: Bootstrap) -> dict[str, Any]:
+    """Macro-F1 over the labels that occur as gold or prediction (an unreadable prediction is a miss).
+
+    The per-replicate counts are integers, so taking them one label column at a time is exact."""
+    names_g, names_p = cols.gold.names, cols.pred.names
+    labels = sorted(set(names_g) | set(names_p)) + [NONE_LABEL]
     idx = {l: i for i, l in enumerate(labels)}
-    gold = np.array([idx.get(r.get("gold_emotion") or "", -1) for r in records])
-    pred = np.array([idx.get(r.get("pred_emotion") or NONE_LABEL, idx[NONE_LABEL]) for r in records])
-    return gold, pred
-
-
-def macro_f1(records: Sequence[dict], rs: Resampler, mask: np.ndarray | None = None) -> dict[str, Any]:
-    """Macro-F1 over the labels that occur as gold or prediction (an unreadable prediction is a miss)."""
-    labels = sorted({r["gold_emotion"] for r in records if r.get("gold_emotion")} |
-                    {r["pred_emotion"] for r in records if r.get("pred_emotion")}) + [NONE_LABEL]
-    gold, pred = _emotion_arrays(records, labels)
+    gold = np.array([idx[x] for x in names_g] + [-1], dtype=np.int64)[cols.gold.array()]
+    pred = np.array([idx[x] for x in names_p] + [idx[NONE_LABEL]], dtype=np.int64)[cols.pred.array()]
     ok = gold >= 0
-    if mask is not None:
-        ok &= mask
     n = int(ok.sum())
     if n == 0:
         return {"value": None, "lo": None, "hi": None, "n": 0}
     k = len(labels)
-    eye = np.eye(k)
-    g1 = np.where(ok[:, None], eye[np.maximum(gold, 0)], 0.0)
-    p1 = np.where(ok[:, None], eye[pred], 0.0)
-    tp1 = g1 * p1
-    real = np.arange(k) != labels.index(NONE_LABEL)
+    real = np.arange(k) != idx[NONE_LABEL]
 
     def f1(tp, g, p):
         den = g + p
@@ -101,14 +176,24 @@ def macro_f1(records: Sequence[dict], rs: Resampler, mask: np.ndarray | None = N
         f = f[..., real]
         return np.nanmean(f, axis=-1) if f.ndim > 1 else float(np.nanmean(f))
 
-    value = f1(tp1.sum(0), g1.sum(0), p1.sum(0))
-    if rs.W.shape[0]:
+    def counts(W: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = []
+        for hit in (lambda j: ok & (gold == j) & (pred == j), lambda j: ok & (gold == j), lambda j: ok & (pred == j)):
+            cols_j = []
+            for j in range(k):
+                m = hit(j)
+                cols_j.append(float(m.sum()) if W is None else W @ boot._sums(m.astype(np.float64)))
+            out.append(np.array(cols_j) if W is None else np.stack(cols_j, axis=-1))
+        return out[0], out[1], out[2]
+
+    entry = {"value": float(f1(*counts(None))), "lo": None, "hi": None, "n": n}
+
+    def stat(W: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore"), _quiet():
-            stats = f1(rs.W @ rs.sums(tp1), rs.W @ rs.sums(g1), rs.W @ rs.sums(p1))
-        lo, hi = _percentiles(np.asarray(stats, dtype=float))
-    else:
-        lo = hi = None
-    return {"value": float(value), "lo": lo, "hi": hi, "n": n}
+            return f1(*counts(W))
+
+    boot.add(stat, entry)
+    return entry
 
 
 class _quiet:
@@ -123,20 +208,19 @@ class _quiet:
         self._w.__exit__(*exc)
 
 
-def confusion(records: Sequence[dict]) -> dict[str, Any]:
+def confusion(cols: "ItemColumns") -> dict[str, Any]:
     """Counts of (gold, predicted) over items with a gold label; rows gold, columns predicted."""
     from ..emotions import LABELS
 
-    rows = [l for l in LABELS if any(r.get("gold_emotion") == l for r in records)]
-    cols = list(LABELS) + [NONE_LABEL]
-    m = np.zeros((len(rows), len(cols)), dtype=int)
-    ri, ci = {l: i for i, l in enumerate(rows)}, {l: i for i, l in enumerate(cols)}
-    for r in records:
-        g = r.get("gold_emotion")
+    rows = [l for l in LABELS if l in cols.gold_count]
+    cols_ = list(LABELS) + [NONE_LABEL]
+    m = np.zeros((len(rows), len(cols_)), dtype=int)
+    ri, ci = {l: i for i, l in enumerate(rows)}, {l: i for i, l in enumerate(cols_)}
+    for (g, p), count in cols.pairs.items():
         if g in ri:
-            m[ri[g], ci.get(r.get("pred_emotion") or NONE_LABEL, ci[NONE_LABEL])] += 1
-    used = [j for j, l in enumerate(cols) if m[:, j].any() or l in ri]
-    return {"rows": rows, "cols": [cols[j] for j in used], "matrix": m[:, used].tolist()}
+            m[ri[g], ci.get(p or NONE_LABEL, ci[NONE_LABEL])] += count
+    used = [j for j, l in enumerate(cols_) if m[:, j].any() or l in ri]
+    return {"rows": rows, "cols": [cols_[j] for j in used], "matrix": m[:, used].tolist()}
 
 
 # -- the criteria, in the order every table shows them ------------------------------------------------
@@ -158,14 +242,6 @@ def dims_of(records: Iterable[dict]) -> list[str]:
             if d not in dims:
                 dims.append(d)
     return dims
-
-
-def judged_mean(r: dict) -> float | None:
-    """Mean of an item's judged dimensions (None when the judge failed or did not run)."""
-    scores = (r.get("judge") or {}).get("scores")
-    if not scores:
-        return None
-    return float(sum(scores.values()) / len(scores))
 
 
 def _score(r: dict, d: str) -> float | None:
@@ -197,69 +273,68 @@ def item_values(records: Sequence[dict], dims: Sequence[str]) -> dict[str, list[
 
 
 # -- the whole report ------------------------------------------------------------------------------
-def compute_metrics(records: Sequence[dict], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def compute_metrics(records: Iterable[dict], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """All headline numbers, breakdowns and the confusion matrix for one run's per-item records."""
-    records = list(records)
-    dims = dims_of(records)
-    rs = Resampler([r["dialogue_id"] for r in records], n_boot=n_boot, seed=seed)
-    vals = item_values(records, dims)
+    return metrics_of_columns(ItemColumns.of(records), n_boot=n_boot, seed=seed)
+
+
+def metrics_of_columns(cols: ItemColumns, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """`compute_metrics` from the compact columns (what a report streams results.jsonl into)."""
+    dims = list(cols.dims)
+    rs = Resampler.of_codes(cols.dialogues.names, cols.dialogues.array(), n_boot=n_boot, seed=seed)
+    boot = Bootstrap(rs)
     criteria: dict[str, Any] = {}
     for name in ("emotion_accuracy", "near_miss_accuracy", "emotion_named"):
-        criteria[name] = rs.mean(vals[name])
-    criteria["macro_f1"] = macro_f1(records, rs)
-    criteria["format_validity"] = rs.mean(vals["format_validity"])
+        criteria[name] = boot.mean(cols.column(name))
+    criteria["macro_f1"] = macro_f1(cols, boot)
+    criteria["format_validity"] = boot.mean(cols.column("format_validity"))
     for d in dims:
-        criteria[d] = rs.mean(vals[d])
-    criteria["judged_mean"] = rs.mean(vals["judged_mean"])
-    criteria["crisis_handling"] = rs.mean(vals["crisis_handling"])
-
-    judge_ran = [r for r in records if r.get("judge") is not None and not r["judge"].get("skipped")]
-    judge_failures = Counter(
-        _failure_kind(r["judge"]) for r in judge_ran if not r["judge"].get("scores")
-    )
+        criteria[d] = boot.mean(cols.column(d))
+    criteria["judged_mean"] = boot.mean(cols.column("judged_mean"))
+    criteria["crisis_handling"] = boot.mean(cols.column("crisis_handling"))
 
     breakdowns: dict[str, dict[str, Any]] = {}
-    for key, getter in (
-        ("emotion", lambda r: r.get("gold_emotion") or "(no gold)"),
-        ("mbti", lambda r: r.get("mbti") or "(unknown)"),
-        ("turn", lambda r: str(r.get("turn_index"))),
-    ):
-        groups = [getter(r) for r in records]
+    for key, codes in cols.groups.items():
         table = {}
-        order = sorted(set(groups), key=lambda g: (int(g) if g.isdigit() else 10**9, g))
+        order = sorted(codes.names, key=lambda g: (int(g) if g.isdigit() else 10**9, g))
         for g in order:
-            mask = np.array([x == g for x in groups])
+            code = codes.code(g)
+
+            def mask(code: int = code, codes: Any = codes) -> np.ndarray:
+                return codes.array() == code
+
             table[g] = {
-                "n": int(mask.sum()),
-                "emotion_accuracy": rs.mean(vals["emotion_accuracy"], mask),
-                "judged_mean": rs.mean(vals["judged_mean"], mask),
+                "n": int(mask().sum()),
+                "emotion_accuracy": boot.mean(cols.column("emotion_accuracy"), mask),
+                "judged_mean": boot.mean(cols.column("judged_mean"), mask),
             }
         breakdowns[key] = table
+    boot.run()
 
     return {
-        "n_items": len(records),
+        "n_items": cols.n,
         "n_dialogues": len(rs.keys),
         "n_boot": n_boot,
         "seed": seed,
         "dims": dims,
         "criteria": criteria,
         "judge": {
-            "ran": len(judge_ran),
-            "scored": sum(1 for r in judge_ran if (r["judge"] or {}).get("scores")),
-            "failures": sum(judge_failures.values()),
-            "failure_kinds": dict(judge_failures),
+            "ran": cols.judge_ran,
+            "scored": cols.judge_scored,
+            "failures": sum(cols.failure_kinds.values()),
+            "failure_kinds": dict(cols.failure_kinds),
         },
-        "no_response": sum(1 for r in records if r.get("no_response")),
-        "judge_skipped": sum(1 for r in records if (r.get("judge") or {}).get("skipped")),
-        "emotion_parse": dict(Counter(r.get("emotion_parse") or "none" for r in records if r.get("gold_emotion"))),
-        "at_risk": sum(1 for r in records if (r.get("risk") or {}).get("at_risk")),
-        "confusion": confusion([r for r in records if r.get("gold_emotion")]),
-        "labels": label_distribution(records),
+        "no_response": cols.no_response,
+        "judge_skipped": cols.judge_skipped,
+        "emotion_parse": dict(cols.emotion_parse),
+        "at_risk": cols.at_risk,
+        "confusion": confusion(cols),
+        "labels": label_distribution(cols),
         "breakdowns": breakdowns,
     }
 
 
-def label_distribution(records: Sequence[dict]) -> dict[str, Any]:
+def label_distribution(cols: ItemColumns) -> dict[str, Any]:
     """Predicted vs gold label counts and what guessing would score on this very sample.
 
     A reader that answers one label for everything shows up here at once (top share near 1), and the
@@ -267,10 +342,8 @@ def label_distribution(records: Sequence[dict]) -> dict[str, Any]:
     """
     from ..emotions import chance_levels
 
-    gold = [r["gold_emotion"] for r in records if r.get("gold_emotion")]
-    pred = Counter(r.get("pred_emotion") or "(none)" for r in records if r.get("gold_emotion"))
-    gcount = Counter(gold)
-    n = len(gold)
+    pred, gcount = cols.pred_count, cols.gold_count
+    n = sum(gcount.values())
     expected = sum((gcount[k] / n) * (pred.get(k, 0) / n) for k in gcount) if n else 0.0
     top = pred.most_common(1)[0] if pred else (None, 0)
     return {
@@ -278,18 +351,8 @@ def label_distribution(records: Sequence[dict]) -> dict[str, Any]:
         "gold": dict(gcount.most_common()),
         "distinct_predicted": len([k for k in pred if k != "(none)"]),
         "top_predicted_share": (top[1] / n) if n else None,
-        "chance": {**chance_levels(gold), "same_distribution": expected},
+        "chance": {**chance_levels(list(gcount.elements())), "same_distribution": expected},
     }
-
-
-def _failure_kind(judgement: dict[str, Any]) -> str:
-    """call or parse, from the record's `error_kind` (records written before the field: from the message)."""
-    from ..judge.core import legacy_error_kind
-
-    error = judgement.get("error")
-    if not error:
-        return "no scores"
-    return judgement.get("error_kind") or legacy_error_kind(error) or "parse"
 
 
 def radar_values(metrics: dict[str, Any]) -> dict[str, float | None]:

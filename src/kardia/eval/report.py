@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from .metrics import RATES, compute_metrics, criterion_keys, fmt_ci, judged_mean, radar_values
+from .columns import read_columns
+from .metrics import RATES, criterion_keys, fmt_ci, judged_mean, metrics_of_columns, radar_values
 from ..config import optional_model
-from .results import read_results, run_info
+from .results import run_info
 
 PCT = {*RATES, "crisis_handling"}
 LABELS = {
@@ -123,13 +124,6 @@ def confusion_png(conf: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def worst_examples(records: Sequence[dict], k: int = 5) -> list[dict]:
-    scored = [(judged_mean(r), r) for r in records]
-    scored = [(s, r) for s, r in scored if s is not None]
-    scored.sort(key=lambda x: (x[0], x[1]["id"]))
-    return [r for _, r in scored[:k]]
-
-
 def criteria_rows(metrics: dict[str, Any]) -> list[tuple[str, str, int]]:
     c = metrics["criteria"]
     return [(k, fmt_ci(c[k], pct=k in PCT), c[k]["n"]) for k in criterion_keys(metrics["dims"]) if k in c]
@@ -148,11 +142,13 @@ def _breakdown_rows(table: dict[str, Any]) -> list[list[Any]]:
 def build_report(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Recompute metrics from OUT/results.jsonl and write metrics.json, PNGs, report.md, report.html."""
     out = Path(out)
-    records = read_results(out)
-    metrics = compute_metrics(records, n_boot=n_boot, seed=seed)
+    cols = read_columns(out)  # one streaming pass: memory stays flat in the number of items
+    metrics = metrics_of_columns(cols, n_boot=n_boot, seed=seed)
+    n_items, worst = cols.n, cols.worst()
+    del cols  # the figures below are the report's peak: they need none of the columns
     metrics["run"] = run_info(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
-    if not records:
+    if not n_items:
         (out / "report.md").write_text("# Eval report\n\nNo items scored yet.\n", encoding="utf-8")
         (out / "report.html").write_text("<html><body><h1>Eval report</h1><p>No items scored yet.</p></body></html>",
                                          encoding="utf-8")
@@ -172,7 +168,6 @@ def build_report(out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str
     if metrics["confusion"]["rows"]:
         confusion_png(metrics["confusion"], out / "confusion.png")
         figs["confusion"] = "confusion.png"
-    worst = worst_examples(records)
     md = render_markdown(metrics, figs, worst)
     (out / "report.md").write_text(md, encoding="utf-8")
     (out / "report.html").write_text(render_html(metrics, figs, worst, out), encoding="utf-8")

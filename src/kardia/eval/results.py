@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..records import RecordError, iter_jsonl
 
@@ -18,17 +18,20 @@ RUN_FILE = "run.json"
 BEFORE_SETTING = {"no_response": "fallback"}
 
 
-def read_results(out: str | Path) -> list[dict]:
-    """The per-item records of an eval folder (one per id; a later duplicate would be an error)."""
+def iter_results(out: str | Path) -> Iterator[dict]:
+    """The per-item records of an eval folder, one at a time (one per id; a later duplicate is an error)."""
     path = Path(out) / RESULTS
     seen: set[str] = set()
-    records = []
     for n, rec in iter_jsonl(path):
         if rec.get("id") in seen:
             raise RecordError(path, n, "id", f"duplicate item {rec.get('id')!r}")
         seen.add(rec.get("id"))
-        records.append(rec)
-    return records
+        yield rec
+
+
+def read_results(out: str | Path) -> list[dict]:
+    """The per-item records of an eval folder, as a list (see `iter_results`)."""
+    return list(iter_results(out))
 
 
 def run_info(out: Path) -> dict[str, Any]:
