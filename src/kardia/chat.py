@@ -22,6 +22,13 @@ from pydantic import Field
 
 from .config import ConfigError, KardiaConfig, OptionalModel, fail
 from .llm.options import LLMOptions
+from . import safety
+from .emotions import normalize
+from .llm import SamplingParams, load_llm, parse_model_string
+from .prompts import PromptProfile
+from .records import JsonlAppender
+from . import guarded
+from .llm import LLMError
 
 QUIT_WORDS = frozenset({"/quit", "/exit", "/q"})
 
@@ -59,7 +66,6 @@ def load_guard(enabled: bool, model: str | None = None, locale_file: str | Path 
     """(guard, safety module, state) with state 'on' or 'off'."""
     if not enabled:
         return None, None, "off"
-    from . import safety
 
     kwargs: dict[str, Any] = {}
     if model:
@@ -113,8 +119,6 @@ class ChatSession:
             )
 
     def turn(self, user_text: str) -> TurnResult:
-        from . import guarded
-        from .llm import LLMError
 
         self.turns += 1
         result = TurnResult(user=user_text, shown="")
@@ -212,7 +216,6 @@ def _reasoning_panel(result: TurnResult):
     from rich.panel import Panel
     from rich.text import Text
 
-    from .emotions import normalize
 
     body = Text(style="dim")
     p = result.parsed
@@ -261,9 +264,6 @@ def run_chat(cfg: ChatConfig, *, stream: TextIO | Iterable[str] | None = None, c
     from rich.console import Console
     from rich.markup import escape
 
-    from .llm import SamplingParams, load_llm, parse_model_string
-    from .prompts import PromptProfile
-    from .records import JsonlAppender
 
     console = console or Console()
     model = cfg.model

@@ -15,6 +15,10 @@ import typer
 from pydantic import Field
 
 from .config import ConfigError, KardiaConfig, OptionalModel, fail
+from .reproduce import ReproduceConfig
+from .data.audit import audit_dialogues
+from .reproduce import quiet_libraries, recipe
+from .stages import run_stages
 
 Size = Literal["tiny", "small", "medium"]
 
@@ -45,7 +49,6 @@ class DemoError(RuntimeError):
 
 
 def reproduce_config(cfg: DemoConfig):
-    from .reproduce import ReproduceConfig
 
     size, over = SIZES[cfg.size]
     return ReproduceConfig(
@@ -71,7 +74,6 @@ TARGETS = {"tuned_format": 0.90, "tuned_accuracy_x_chance": 4.0, "copies_share_m
 
 def headline(out: Path) -> dict[str, Any]:
     """The figures the demo is about, each with its target: leads compare.md and the summary line."""
-    from .data.audit import audit_dialogues
 
     def load(name: str) -> dict:
         p = out / "eval" / name / "metrics.json"
@@ -133,8 +135,6 @@ def headline(out: Path) -> dict[str, Any]:
 def run_demo(cfg: DemoConfig) -> dict:
     from rich.console import Console
 
-    from .reproduce import quiet_libraries, recipe
-    from .stages import run_stages
 
     console = Console()
     out = Path(cfg.out)

@@ -20,6 +20,20 @@ import typer
 from pydantic import Field
 
 from .config import ConfigError, KardiaConfig, OptionalModel, fail
+from .data.engine import input_path
+from .data.profiles import load_profiles
+from .data.seeds import ed_seeds, load_seeds
+from .eval.loaders import load_items
+from .data.config import BuildConfig
+from .data.engine import run_build
+from .records import iter_jsonl
+from .train.config import SFTRunConfig
+from .train.sft import run_sft
+from .train.config import GRPORunConfig
+from .train.grpo import run_grpo
+from .reproduce_curve import stage_curve
+from .reproduce_report import write_results
+from .stages import run_stages
 
 Size = Literal["tiny", "demo", "cpu", "gpu"]
 TRAIN_CSV = "ed_situations_train.csv"
@@ -91,10 +105,6 @@ class ReproduceError(ValueError):
 # -- inputs, checked before any model work ---------------------------------------------------------
 def check_inputs(cfg: ReproduceConfig, out: Path) -> dict[str, Any]:
     """Every input read once, streaming: a bad file fails here, naming file, line and field."""
-    from .data.engine import input_path
-    from .data.profiles import load_profiles
-    from .data.seeds import ed_seeds, load_seeds
-    from .eval.loaders import load_items
 
     needs_ed = cfg.train_seeds is None or cfg.eval_data is None
     ed = Path(cfg.ed)
@@ -147,7 +157,6 @@ def sample_eval_csv(valid: Path, target: Path, n: int, seed: int) -> Path:
 
 def seed_source(cfg: ReproduceConfig) -> tuple[str, str]:
     """(seed kind, path) of the training situations."""
-    from .data.engine import input_path
 
     if cfg.train_seeds is None:
         return "ed", str(Path(cfg.ed) / TRAIN_CSV)
@@ -157,7 +166,6 @@ def seed_source(cfg: ReproduceConfig) -> tuple[str, str]:
 
 # -- stages ----------------------------------------------------------------------------------------
 def build_config(cfg: ReproduceConfig):
-    from .data.config import BuildConfig
 
     base = cfg.model
     seed_kind, seed_path = seed_source(cfg)
@@ -196,7 +204,6 @@ def plan_shape(situations: int, n_profiles: int) -> tuple[int, int]:
 
 
 def stage_build(cfg: ReproduceConfig, out: Path, inputs: dict) -> dict:
-    from .data.engine import run_build
 
     bcfg = build_config(cfg)
     per, n_profiles = plan_shape(cfg.sized("situations"), inputs["profiles"])
@@ -210,7 +217,6 @@ def stage_build(cfg: ReproduceConfig, out: Path, inputs: dict) -> dict:
 
 
 def split_counts(data: Path) -> dict[str, int]:
-    from .records import iter_jsonl
 
     counts = {"train": 0, "test": 0, "train_easy": 0, "train_hard": 0}
     for split in ("train", "test"):
@@ -235,8 +241,6 @@ def subset(counts: dict, wanted: str, console) -> str:
 
 
 def stage_sft(cfg: ReproduceConfig, out: Path, build: dict, console) -> dict:
-    from .train.config import SFTRunConfig
-    from .train.sft import run_sft
 
     difficulty = subset(build["counts"], "easy", console)
     scfg = SFTRunConfig.model_validate({
@@ -263,8 +267,6 @@ def curve_save_steps(cfg: ReproduceConfig, counts: dict, difficulty: str) -> int
 
 
 def stage_grpo(cfg: ReproduceConfig, out: Path, build: dict, console) -> dict:
-    from .train.config import GRPORunConfig
-    from .train.grpo import run_grpo
 
     difficulty = subset(build["counts"], "hard", console)
     n = cfg.sized("num_generations")
@@ -311,8 +313,6 @@ def stage_eval(cfg: ReproduceConfig, out: Path, data: str, model: str, name: str
 # -- the recipe ------------------------------------------------------------------------------------
 def recipe(cfg: ReproduceConfig, out: Path, console) -> list[tuple[str, Any]]:
     """The stages, in order, as (name, fn(results so far)); inputs are checked first."""
-    from .reproduce_curve import stage_curve
-    from .reproduce_report import write_results
 
     inputs = check_inputs(cfg, out)
     console.print(f"inputs: {inputs}")
@@ -370,7 +370,6 @@ def quiet_libraries(out: Path) -> None:
 def run_reproduce(cfg: ReproduceConfig) -> dict:
     from rich.console import Console
 
-    from .stages import run_stages
 
     console = Console()
     out = Path(cfg.out)

@@ -20,6 +20,9 @@ import statistics
 from typing import Any, Callable, Sequence
 
 from .llm.types import run_sync
+from .spans import parse
+from .emotions import normalize
+from .judge import JudgeItem
 
 Completion = str | list | dict
 
@@ -60,7 +63,6 @@ def _mean(values: Sequence[float | None]) -> float | None:
 # -- format --------------------------------------------------------------------------------------
 def format_reward(completions: Sequence[Completion], **kwargs) -> list[float | None]:
     """1.0 when all four spans are present, in order and non-empty; else 0.0."""
-    from .spans import parse
 
     out = [1.0 if parse(completion_text(c)).ok else 0.0 for c in completions]
     _log(kwargs, "format_reward/valid_rate", _mean(out))
@@ -71,8 +73,6 @@ def format_reward(completions: Sequence[Completion], **kwargs) -> list[float | N
 def emotion_reward(completions: Sequence[Completion], emotion: Sequence[str | None] | None = None, **kwargs) -> list[float | None]:
     """1.0 when the emotion span, normalised, equals the gold label; 0.0 otherwise; None when a
     sample has no gold label. A gold label that is not one of the 32 is a data error (raised)."""
-    from .emotions import normalize
-    from .spans import parse
 
     if emotion is None:
         raise ValueError("emotion_reward needs the gold `emotion` column in the dataset")
@@ -110,7 +110,6 @@ def judge_item_for(completion: Completion, i: int, kwargs: dict):
     """The JudgeItem for sample i: profile, situation and history from the dataset columns; the
     reply is the completion's response span, or (broken format) its whole text without markup, so a
     broken answer is judged on what it actually wrote, never on a friendly fallback."""
-    from .judge import JudgeItem
     from .spans import parse, strip_span_markup
 
     text = completion_text(completion)

@@ -48,6 +48,13 @@ from starlette.requests import Request  # module level: FastAPI resolves the end
 
 from .config import KardiaConfig, OptionalModel
 from .llm.options import LLMOptions
+from . import guarded
+from .llm import LLMError, SamplingParams
+from .llm import load_llm, parse_model_string
+from .safety import Guard
+from .prompts import PromptProfile
+from .config import ConfigError, fail
+from .safety import LocaleError
 
 
 class ServeConfig(KardiaConfig):
@@ -240,8 +247,6 @@ class _Engine:
     """The model, its tokenizer (for the context check) and the guard, shared by all requests."""
 
     def __init__(self, cfg: ServeConfig, llm: Any = None):
-        from .llm import load_llm, parse_model_string
-        from .safety import Guard
 
         self.cfg = cfg
         self.spec = parse_model_string(cfg.model)
@@ -250,7 +255,6 @@ class _Engine:
         options = {"max_batch": cfg.max_batch} if self.local else {"max_concurrency": cfg.max_batch}
         options.update(cfg.llm_options.for_model(cfg.model))
         self.llm = llm if llm is not None else load_llm(cfg.model, cache=False, **options)
-        from .prompts import PromptProfile
 
         self.prompt = PromptProfile.for_model(cfg.model)  # the prompt a Kardia-trained model was trained with
         self.guard = Guard(
@@ -344,8 +348,6 @@ def create_app(cfg: ServeConfig, llm: Any = None):
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from fastapi.responses import JSONResponse, StreamingResponse
-    from . import guarded
-    from .llm import LLMError, SamplingParams
 
     engine = _Engine(cfg, llm)
 
@@ -567,8 +569,6 @@ def register(app: typer.Typer) -> None:
             "semantic_guard": semantic_guard, "learned_guard": learned_guard, "max_batch": max_batch,
             "max_context": max_context, "served_name": served_name, "max_body_bytes": max_body_bytes,
         }
-        from .config import ConfigError, fail
-        from .safety import LocaleError
 
         try:
             cfg = ServeConfig.from_cli(config, set_, options)

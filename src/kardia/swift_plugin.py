@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import math
 from typing import Any, Sequence
+from .rewards import format_reward
+from .rewards import emotion_reward
+from .rewards import make_rubric_reward
+from .rewards import make_kardia_reward
 
 
 def _floats(values: Sequence[float | None]) -> list[float]:
@@ -35,7 +39,6 @@ class KardiaFormatORM:
     """ms-swift ORM: 1 when the four spans parse, else 0."""
 
     def __call__(self, completions: Sequence[Any], **kwargs) -> list[float]:
-        from .rewards import format_reward
 
         return _floats(format_reward(completions, **kwargs))
 
@@ -44,7 +47,6 @@ class KardiaEmotionORM:
     """ms-swift ORM: 1 when the emotion span matches the dataset's `emotion` column."""
 
     def __call__(self, completions: Sequence[Any], **kwargs) -> list[float]:
-        from .rewards import emotion_reward
 
         emotion = kwargs.pop("emotion", None)
         return _floats(emotion_reward(completions, emotion, **kwargs))
@@ -57,7 +59,6 @@ class KardiaRubricORM:
     options: dict = {}
 
     def __init__(self):
-        from .rewards import make_rubric_reward
 
         self.reward = make_rubric_reward(self.judge_model, **self.options)
 
@@ -72,7 +73,6 @@ class KardiaORM:
     options: dict = {}
 
     def __init__(self):
-        from .rewards import make_kardia_reward
 
         self.reward = make_kardia_reward(self.judge_model, **self.options)
 

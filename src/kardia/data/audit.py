@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from ..records import iter_jsonl
+from ..spans import parse
+from .filters import check_identity_drift, copies_turn, ends_sentence
 
 
 def audit_dialogues(path: str | Path, identity_patterns: str = "build/identity_drift_patterns") -> dict[str, Any]:
-    from ..records import iter_jsonl
-    from ..spans import parse
-    from .filters import check_identity_drift, copies_turn, ends_sentence
 
     n_dialogues = turns = gold = whole = copies = user_turns = slips = 0
     for _, rec in iter_jsonl(Path(path)):

@@ -9,11 +9,15 @@ from typing import List, Optional
 import typer
 
 from ..config import fail
+from ..config import ConfigError
+from .config import BuildConfig
+from ..records import RecordError
+from .engine import BuildError, dry_run_report, plan_for, run_build
+from .plan import parse_shard
+from .export import finalize
 
 
 def _load_cfg(config: Optional[Path], sets: List[str]):
-    from ..config import ConfigError
-    from .config import BuildConfig
 
     try:
         return BuildConfig.from_cli(config, sets)
@@ -83,9 +87,6 @@ def register(app: typer.Typer) -> None:
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
     ) -> None:
         """Generate a KardiaBench-style dataset: user simulator, four-span responder, rubric critic with revision."""
-        from ..records import RecordError
-        from .engine import BuildError, dry_run_report, plan_for, run_build
-        from .plan import parse_shard
 
         cfg = _load_cfg(config, set_)
         try:
@@ -131,8 +132,6 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
     ) -> None:
         """Re-split a built dataset (profile-disjoint train/test) without regenerating anything."""
-        from .config import BuildConfig
-        from .export import finalize
 
         cfg_path = dataset / "work" / "config.yaml"
         if not cfg_path.exists():

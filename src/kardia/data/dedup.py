@@ -16,12 +16,12 @@ a hash set, which changes with PYTHONHASHSEED).
 from __future__ import annotations
 
 import re
+from ..spans import visible_response
 
 DEFAULT_THRESHOLD = {"minhash": 0.8, "embeddings": 0.95}
 
 
 def dialogue_text(rec: dict) -> str:
-    from ..spans import visible_response
 
     parts = []
     for m in rec["messages"][1:]:

@@ -29,6 +29,7 @@ from .loop import Counters, DialogueFailed, DialogueLoop, RoleFailed, RoleHealth
 from .plan import Plan, PlanItem, describe
 from .profiles import Profile, load_profiles
 from .seeds import Seed, SeedTable, load_seeds
+from .export import finalize
 
 
 class BuildError(RuntimeError):
@@ -175,7 +176,6 @@ def run_build(
     finalize_output: bool = True,
 ) -> dict:
     """The whole `kardia build`: plan, generate (resumable), then finalize (unless sharded)."""
-    from .export import finalize
 
     out = Path(out)
     work = out / "work"
@@ -204,7 +204,6 @@ def run_build(
 def merge(shard_dirs: Sequence[str | Path], out: str | Path, cfg: BuildConfig | None = None) -> dict:
     """Join shard folders (each with work/generated*.jsonl) into `out`, then finalize there.
     Ids present in several shards (a shard rerun elsewhere) are kept once."""
-    from .export import finalize
 
     out = Path(out)
     work = out / "work"

@@ -25,6 +25,13 @@ from typing import Any, Iterator
 
 from .anonymise import scrub_all, scrub_record
 from .config import BuildConfig
+from .dedup import NearDupIndex, dialogue_text
+from .filters import apply_filters
+from ..dataset import DialogueRecord
+from .split import difficulty, pick_test_profiles
+from ..emotions import LABELS
+from ..prompts import fill
+from ..spans import parse
 
 SPLITS = ("train", "test")
 
@@ -42,7 +49,6 @@ class SplitStats:
     span_agrees: int = 0  # emotion spans equal to their dialogue's gold label
 
     def add(self, rec: dict) -> None:
-        from ..spans import parse
 
         self.dialogues += 1
         self.profiles.add(rec["meta"].get("profile_id") or rec["anon_username"])
@@ -135,10 +141,6 @@ class _Writers:
 
 
 def finalize(out: Path, cfg: BuildConfig, progress: bool = False) -> dict:
-    from .dedup import NearDupIndex, dialogue_text
-    from .filters import apply_filters
-    from ..dataset import DialogueRecord
-    from .split import difficulty, pick_test_profiles
 
     out = Path(out)
     work = out / "work"
@@ -275,7 +277,6 @@ def plot_emotions(stats: dict[str, SplitStats], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..emotions import LABELS
 
     fig, ax = plt.subplots(figsize=(12, 4.5))
     bottom = [0] * len(LABELS)
@@ -312,9 +313,7 @@ def stats_table(table: dict) -> str:
 
 
 def write_card(out: Path, cfg: BuildConfig, summary: dict) -> None:
-    from ..prompts import fill
 
-    from ..emotions import LABELS
 
     dropped = summary["dropped"]
     gold = Counter()

@@ -29,13 +29,18 @@ from functools import lru_cache
 from typing import Any
 
 from .profiles import MBTI_TYPES
+from ..prompts import template_path
+from ..spans import parse, strip_span_markup
+from ..dataset import DialogueRecord
+from ..emotions import LABELS
+from .. import safety
+from ..spans import visible_response
 
 _MBTI_IN_TEXT = re.compile(r"\b(" + "|".join(MBTI_TYPES) + r")\b")
 
 
 @lru_cache(maxsize=8)
 def identity_patterns(name_or_path: str) -> tuple[re.Pattern, ...]:
-    from ..prompts import template_path
 
     out = []
     for line in template_path(name_or_path).read_text(encoding="utf-8").splitlines():
@@ -46,9 +51,7 @@ def identity_patterns(name_or_path: str) -> tuple[re.Pattern, ...]:
 
 
 def check_structure(rec: dict) -> list[str]:
-    from ..spans import parse, strip_span_markup
 
-    from ..dataset import DialogueRecord
 
     try:
         DialogueRecord.model_validate(rec)
@@ -74,7 +77,6 @@ def check_structure(rec: dict) -> list[str]:
 
 
 def check_emotion_labels(rec: dict) -> list[str]:
-    from ..emotions import LABELS
     from ..spans import parse
 
     reasons = []
@@ -190,8 +192,6 @@ def check_copied_understanding(rec: dict) -> list[str]:
 
 
 def check_crisis(rec: dict) -> list[str]:
-    from .. import safety
-    from ..spans import visible_response
 
     msgs = rec["messages"]
     reasons = []

@@ -28,6 +28,20 @@ from typing import Any
 from ..llm import LLMError, SamplingParams
 from .config import BuildConfig
 from .plan import PlanItem
+from ..spans import strip_span_markup
+from ..spans import visible_response
+from ..emotions import LABELS
+from ..spans import parse
+from .filters import identity_patterns
+from ..llm import load_llm
+from ..judge import Critic
+from .filters import copies_turn, cut_to_sentence
+from ..prompts import clip_words
+from ..prompts import fill
+from ..spans import render
+from ..emotions import most_probable_label, normalize
+from ..prompts import system_prompt
+from ..judge import JudgeItem
 
 VERDICTS = ("FAIL", "PASS", "SOLVED")
 _ROLE_PREFIX = re.compile(
@@ -88,7 +102,6 @@ def _stable_seed(*parts: Any) -> int:
 
 def clean_turn(text: str) -> str:
     """A model's free text made into one plain turn: no span markup, no 'User:' prefix, no quotes."""
-    from ..spans import strip_span_markup
 
     text = strip_span_markup(text or "")
     text = re.sub(r"<\|[A-Za-z0-9_.:-]{1,64}\|>", "", text)
@@ -102,7 +115,6 @@ def clean_turn(text: str) -> str:
 
 def history_text(turns: list[dict]) -> str:
     """The conversation as the roles read it; assistant turns show only their visible response."""
-    from ..spans import visible_response
 
     if not turns:
         return "(nothing yet)"
@@ -119,7 +131,6 @@ class DialogueLoop:
     """Makes dialogues for one build config; shares role models and health across dialogues."""
 
     def __init__(self, cfg: BuildConfig, counters: Counters | None = None, health: RoleHealth | None = None):
-        from ..llm import load_llm
 
         self.cfg = cfg
         self.counters = counters or Counters()
@@ -129,7 +140,6 @@ class DialogueLoop:
         opts = cfg.llm_options
         self.user_llm = load_llm(m.user, cache=cfg.llm_cache, **opts.for_model(m.user))
         self.resp_llm = load_llm(m.responder, cache=cfg.llm_cache, **opts.for_model(m.responder))
-        from ..judge import Critic
 
         self.critic = Critic(model=m.critic, rubric=cfg.critic_rubric, scorer=cfg.critic_scorer, cache=cfg.llm_cache,
             llm_options=opts.for_model(m.critic),
@@ -176,7 +186,6 @@ class DialogueLoop:
         small model's reasoning often repeats its understanding word for word, and dropping those
         dialogues afterwards cost a third of a CPU build. A second copy is kept; the filter drops it.
         """
-        from .filters import copies_turn, cut_to_sentence
 
         copied = ""
         for retry in range(2):
@@ -208,7 +217,6 @@ class DialogueLoop:
 
     def _profile(self, item: PlanItem) -> str:
         """The profile as the role prompts show it (clipped to `profile_words`: prompt tokens cost on a CPU)."""
-        from ..prompts import clip_words
 
         return clip_words(" ".join(item.profile.person.split()), self.cfg.profile_words)
 
@@ -218,7 +226,6 @@ class DialogueLoop:
 
     # -- roles -----------------------------------------------------------------------------------
     async def user_turn(self, item: PlanItem, turns: list[dict], k: int) -> str:
-        from ..prompts import fill
 
         p = self.cfg.prompts
         slots = dict(profile=self._profile(item), situation=item.seed.situation, emotion=item.emotion)
@@ -231,8 +238,6 @@ class DialogueLoop:
         return await self._guided(item, turns, k, attempt, revision)
 
     async def _guided(self, item: PlanItem, turns: list[dict], k: int, attempt: int, revision: str) -> tuple[str, dict]:
-        from ..prompts import fill
-        from ..spans import render
 
         p, s = self.cfg.prompts, self.cfg.sampling
         base = dict(profile=self._profile(item), situation=item.seed.situation, history=history_text(turns), revision=revision)
@@ -265,7 +270,6 @@ class DialogueLoop:
         )
 
     async def _emotion(self, prompt: str, sid: tuple) -> tuple[str, dict]:
-        from ..emotions import most_probable_label, normalize
 
         msgs = [{"role": "user", "content": prompt}]
         if self.emotion_mode == "probs":
@@ -288,8 +292,6 @@ class DialogueLoop:
         return clean_turn(raw) or "unknown", {"emotion_mode": "text", "emotion_unparsed": 2}
 
     async def _single(self, item: PlanItem, turns: list[dict], k: int, attempt: int, revision: str) -> tuple[str, dict]:
-        from ..prompts import system_prompt
-        from ..spans import parse
 
         sys = system_prompt(item.profile.person, item.seed.situation)
         if self.cfg.emotion_source == "target":
@@ -307,7 +309,6 @@ class DialogueLoop:
         return text, info
 
     async def critique(self, item: PlanItem, turns: list[dict], draft: str):
-        from ..judge import JudgeItem
 
         judge_item = JudgeItem(
             profile=item.profile.person, situation=item.seed.situation, history=list(turns), response=draft,
@@ -423,14 +424,12 @@ class DialogueLoop:
 
 
 def _labels_text() -> str:
-    from ..emotions import LABELS
 
     return ", ".join(LABELS)
 
 
 def _visible_draft(draft: str) -> str:
     """The previous draft shown to the responder when revising (all spans, as plain lines)."""
-    from ..spans import parse
 
     p = parse(draft)
     if not any(p.as_dict().values()):
@@ -445,6 +444,5 @@ def opening_from_situation(situation: str) -> str:
 
 
 def _drifts(text: str, patterns: str) -> bool:
-    from .filters import identity_patterns
 
     return any(p.search(text) for p in identity_patterns(patterns))

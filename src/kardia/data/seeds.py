@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from ..corpora import ed, esconv
 from ..records import RecordError, converted, iter_jsonl
+from ..emotions import LABEL_BY_ID, LABELS
 
 
 class Seed(BaseModel):
@@ -68,7 +69,6 @@ class SeedTable:
 
 
 def _labels():
-    from ..emotions import LABEL_BY_ID, LABELS
 
     return LABELS, LABEL_BY_ID
 

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+from ..judge.core import legacy_error_kind
+from .results import iter_results
 
 NAN = float("nan")
 RATE_COLUMNS = ("emotion_accuracy", "near_miss_accuracy", "emotion_named", "format_validity")
@@ -45,7 +47,6 @@ def judged_mean(r: dict) -> float | None:
 
 def _failure_kind(judgement: dict[str, Any]) -> str:
     """call or parse, from the record's `error_kind` (records written before the field: from the message)."""
-    from ..judge.core import legacy_error_kind
 
     error = judgement.get("error")
     if not error:
@@ -178,6 +179,5 @@ class ItemColumns:
 
 def read_columns(out: str | Path) -> ItemColumns:
     """The columns of an eval folder's results.jsonl, streamed (see `results.iter_results`)."""
-    from .results import iter_results
 
     return ItemColumns.of(iter_results(out))

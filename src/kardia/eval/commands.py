@@ -11,6 +11,8 @@ from typing import List, Optional
 import typer
 
 from ..config import fail
+from ..config import ConfigError
+from ..records import RecordError
 
 
 def _print_criteria(metrics: dict) -> None:
@@ -49,7 +51,6 @@ def register(app: typer.Typer) -> None:
         no_progress: bool = typer.Option(False, "--no-progress"),
     ):
         """Evaluate a model turn by turn: emotion accuracy, macro-F1, format, five judged dimensions, with 95% CIs."""
-        from ..config import ConfigError
         from .run import EvalConfig, EvalError, run_eval
 
         options = {"model": model, "data": data, "judge": judge, "out": out, "mode": mode, "limit": limit,
@@ -139,7 +140,6 @@ def register(app: typer.Typer) -> None:
     def human_import(export_dir: Path = typer.Argument(..., help="The folder written by `kardia human export`."),
                      ratings: List[Path] = typer.Option(..., "--ratings", "-r", help="One filled CSV per rater.")):
         """Read raters' CSVs; report Krippendorff's alpha (ordinal) and Spearman vs the judge."""
-        from ..records import RecordError
         from .human import import_ratings
 
         try:

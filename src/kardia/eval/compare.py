@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from .metrics import compute_metrics, criterion_keys, fmt_ci, paired_bootstrap, radar_values
 from .report import PCT, STYLE, _html_table, _img, _md_table, bars_png, nice, radar_png
+from .results import read_results, run_info
 
 
 def _name(d: Path, metrics: dict) -> str:
@@ -24,7 +25,6 @@ def _name(d: Path, metrics: dict) -> str:
 
 def compare_runs(dirs: Sequence[str | Path], out: str | Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Write OUT/compare.md, compare.html, compare.json, radar_overlay.png, compare_bars.png."""
-    from .results import read_results, run_info
 
     if len(dirs) < 2:
         raise ValueError("compare needs at least two eval folders")

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..records import RecordError, iter_jsonl
+from .results import RUN_FILE, read_results
 
 FIXED_COLUMNS = ("rating_id", "profile", "situation", "conversation", "reply")
 
@@ -80,7 +81,6 @@ def _conversation(history: Sequence[dict]) -> str:
 def export_sample(dirs: Sequence[str | Path], out: str | Path, n: int = 50, seed: int = 0) -> dict[str, Any]:
     """Write OUT/ratings_template.csv (for raters) and OUT/key.jsonl (not for raters)."""
     from .metrics import dims_of
-    from .results import RUN_FILE, read_results
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

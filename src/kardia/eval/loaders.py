@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..corpora import ed, esconv
 from ..records import RecordError, iter_jsonl
+from ..dataset import DialogueRecord
+from ..emotions import normalize
+from ..data.loop import opening_from_situation
 
 Format = Literal["auto", "kardia", "ed", "ed_situations", "esconv"]
 
@@ -96,8 +99,6 @@ def load_items(
 
 # -- KardiaBench ---------------------------------------------------------------------------------
 def _kardia_items(path: str | Path) -> Iterator[EvalItem]:
-    from ..dataset import DialogueRecord
-    from ..emotions import normalize
 
     for n, rec in iter_jsonl(path, model=DialogueRecord):
         gold = normalize(rec.emotion)
@@ -153,7 +154,6 @@ def _ed_situation_items(path: str | Path) -> Iterator[EvalItem]:
     One item per row, no profile; `aug_text` (a machine paraphrase) is ignored. Read through the same
     corpus reader as `kardia build`'s seeds, so a bad label id fails the same way (file, line, field).
     """
-    from ..data.loop import opening_from_situation
 
     p = Path(path)
     for s in ed.read_situations(p):

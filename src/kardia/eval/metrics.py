@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .columns import ItemColumns, _failure_kind, judged_mean  # noqa: F401 (_failure_kind: its old home)
+from ..emotions import LABELS
+from ..emotions import chance_levels
 
 NONE_LABEL = "(none)"  # the prediction when no emotion could be read from the output
 
@@ -210,7 +212,6 @@ class _quiet:
 
 def confusion(cols: "ItemColumns") -> dict[str, Any]:
     """Counts of (gold, predicted) over items with a gold label; rows gold, columns predicted."""
-    from ..emotions import LABELS
 
     rows = [l for l in LABELS if l in cols.gold_count]
     cols_ = list(LABELS) + [NONE_LABEL]
@@ -340,7 +341,6 @@ def label_distribution(cols: ItemColumns) -> dict[str, Any]:
     A reader that answers one label for everything shows up here at once (top share near 1), and the
     accuracy reads against `chance` rather than against zero.
     """
-    from ..emotions import chance_levels
 
     pred, gcount = cols.pred_count, cols.gold_count
     n = sum(gcount.values())

@@ -19,6 +19,10 @@ from ..jobs import JobBar, RetryLater, check_run_file, run_jobs, write_run_file
 from ..records import JsonlAppender, done_keys, iter_jsonl
 from .metrics import fmt_ci, proportions_with_intervals
 from .report import STYLE, _html_table, _img, _md_table
+from .results import read_results
+from ..judge import JudgeItem
+from ..judge.pairwise import PairwiseJudge
+from ..judge.pairwise import truncate_reply
 
 OUTCOMES = ("win", "tie", "loss")
 
@@ -26,7 +30,6 @@ OUTCOMES = ("win", "tie", "loss")
 def _pairs(dir_a: Path, dir_b: Path, limit: int | None, seed: int) -> list[tuple[dict, dict]]:
     import random
 
-    from .results import read_results
 
     a = {r["id"]: r for r in read_results(dir_a)}
     b = {r["id"]: r for r in read_results(dir_b)}
@@ -40,7 +43,6 @@ def _pairs(dir_a: Path, dir_b: Path, limit: int | None, seed: int) -> list[tuple
 
 async def _judge_one(judge, ra: dict, rb: dict) -> dict:
     """One pair's record; a judge call that failed raises RetryLater (not written, retried next run)."""
-    from ..judge import JudgeItem
 
     item = JudgeItem(profile=ra.get("profile", ""), situation=ra.get("situation", ""),
                      history=ra.get("history") or [], response="")
@@ -57,7 +59,6 @@ def run_pairwise(dir_a: str | Path, dir_b: str | Path, out: str | Path, judge: s
                  scorer: str = "auto", limit: int | None = None, seed: int = 0, n_boot: int = 1000,
                  concurrency: int = 64, progress: bool = True, max_reply_chars: int | None = None) -> dict[str, Any]:
     """Judge every common item (or a seeded sample of `limit`), then summarise into OUT."""
-    from ..judge.pairwise import PairwiseJudge
 
     dir_a, dir_b, out = Path(dir_a), Path(dir_b), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,6 @@ def run_pairwise(dir_a: str | Path, dir_b: str | Path, out: str | Path, judge: s
 
 def longer_reply_wins(judged: list[dict], max_chars: int | None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Of the decided pairs (win or loss) whose replies, as judged, differ in length: the share the longer won."""
-    from ..judge.pairwise import truncate_reply
 
     outcomes, clusters = [], []
     for r in judged:

@@ -37,6 +37,18 @@ from ..records import JsonlAppender, done_keys
 from .loaders import EvalItem, load_items
 from .report import build_report
 from .results import BEFORE_SETTING, RESULTS, RUN_FILE, read_results
+from ..llm import parse_model_string, resolve_model_path
+from ..spans import SPAN_TOKENS
+from ..spans import parse
+from ..emotions import normalize
+from ..llm import LLMError
+from ..llm import SamplingParams, load_llm
+from ..prompts import fill
+from ..emotions import LABELS
+from ..emotions import most_probable_label
+from ..emotions import same_family
+from ..judge.core import aggregate
+from ..safety import assess, handles_crisis
 
 
 
@@ -94,8 +106,6 @@ class EvalError(RuntimeError):
 
 def detect_mode(model: str) -> str:
     """spans when a local model's tokenizer has the span tokens (a Kardia-trained model), else plain."""
-    from ..llm import parse_model_string, resolve_model_path
-    from ..spans import SPAN_TOKENS
 
     spec = parse_model_string(model)
     if spec.kind == "openai":
@@ -109,7 +119,6 @@ def detect_mode(model: str) -> str:
 
 def _visible(content: str) -> str:
     """A history turn as a user saw it: the response span when there are spans, else the text."""
-    from ..spans import parse
 
     p = parse(content)
     return p.response if p.response else content
@@ -124,7 +133,6 @@ def read_plain_emotion(text: str) -> tuple[str | None, str]:
 
     Strict like `normalize`: no scan for any label-like word (that read "not equipped" as prepared).
     """
-    from ..emotions import normalize
 
     label = normalize(text)
     if label:
@@ -145,7 +153,6 @@ class Evaluator:
     """Scores single items; shared by the eval run and reusable by other callers."""
 
     def __init__(self, cfg: EvalConfig, mode: str):
-        from ..llm import SamplingParams, load_llm
 
         self.cfg = cfg
         self.mode = mode
@@ -180,7 +187,6 @@ class Evaluator:
         return [{"role": m["role"], "content": _visible(m["content"]) if visible else m["content"]} for m in hist]
 
     def messages(self, item: EvalItem) -> list[dict]:
-        from ..prompts import fill
 
         if self.mode == "spans":
             system = item.system or self.prompt.render(item.profile, item.situation)
@@ -190,8 +196,6 @@ class Evaluator:
         return [{"role": "system", "content": system}] + self._history(item, visible=True)
 
     def emotion_question(self, item: EvalItem) -> list[dict]:
-        from ..emotions import LABELS
-        from ..prompts import fill
 
         text = fill("eval/emotion_question", situation=item.situation.strip() or "(not stated)",
                     transcript=_transcript(self._history(item, visible=True)), labels=", ".join(LABELS))
@@ -210,7 +214,6 @@ class Evaluator:
 
     async def _plain_emotion(self, item: EvalItem) -> tuple[str | None, str, str, int]:
         """(label, how it was read, what the model said, tokens it wrote) for the separate emotion call."""
-        from ..emotions import most_probable_label
 
         if self.cfg.emotion_reader.startswith("probs"):
             prior = await self._label_prior() if self.cfg.emotion_reader == "probs_calibrated" else None
@@ -222,7 +225,6 @@ class Evaluator:
 
     async def score(self, item: EvalItem) -> dict[str, Any]:
         """One finished per-item record. Raises LLMError when a model or judge call fails."""
-        from ..emotions import same_family
         from ..spans import fallback_message, parse, response_span
 
         t0 = time.monotonic()
@@ -305,7 +307,6 @@ class Evaluator:
         why = "no response span: the user saw only the fallback sentence; the judge was not called"
         if self.cfg.no_response == "exclude":
             return {"scores": None, "reasons": {}, "reward": None, "error": None, "skipped": why}
-        from ..judge.core import aggregate
 
         rubric = self.judge.rubric
         scores = {d.key: float(rubric.scale.min) for d in rubric.dimensions}
@@ -313,7 +314,6 @@ class Evaluator:
                 "reward": aggregate(scores, rubric)[0], "error": None, "skipped": why}
 
     def _safety(self, history: list[dict], response: str) -> tuple[dict, bool | None]:
-        from ..safety import assess, handles_crisis
 
         last = history[-1]["content"] if history else ""
         a = assess(last, history[:-1], model=self.cfg.safety_model)
@@ -334,7 +334,6 @@ async def _within(coro, seconds: float | None):
     """The item's record, or an LLMError once its deadline passes (so it is retried on the next run)."""
     if seconds is None:
         return await coro
-    from ..llm import LLMError
 
     try:
         return await asyncio.wait_for(coro, seconds)
@@ -363,7 +362,6 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.monotonic()
 
-    from ..llm import LLMError
 
     done = done_keys(results, "id")
     with JobBar("eval", total, completed=min(len(done), total), enabled=progress, description=f"{cfg.model} ({mode})") as bar, \

@@ -11,6 +11,8 @@ from pydantic import Field
 
 from ..config import ConfigError, KardiaConfig, fail
 from ..llm.options import LLMOptions
+from .scoring import score_file
+from .calibrate import CalibrateConfig, calibrate
 
 
 class JudgeScoreConfig(KardiaConfig):
@@ -40,7 +42,6 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="override key=value (repeatable)"),
     ) -> None:
         """Score a JSONL of (profile, history, response) items; writes scores, reasons and failures per item."""
-        from .scoring import score_file
 
         try:
             cfg = JudgeScoreConfig.from_cli(
@@ -64,7 +65,6 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="override key=value (repeatable)"),
     ) -> None:
         """Judge vs seekers' ratings on ESConv (Spearman + bootstrap CI), position bias, length bias."""
-        from .calibrate import CalibrateConfig, calibrate
 
         try:
             cfg = CalibrateConfig.from_cli(

@@ -9,6 +9,7 @@ from pathlib import Path
 from .cache import CachedLLM, ResponseCache
 from .model_string import ModelSpec, parse_model_string
 from .types import LLM, Completion, LLMError, Message, SamplingParams
+from .local import LocalLLM
 
 __all__ = [
     "LLM",
@@ -92,7 +93,6 @@ def _make_backend(spec: ModelSpec, options: dict) -> LLM:
         from .openai_backend import OpenAILLM
 
         return OpenAILLM(spec.model, spec.base_urls, spec.api_key_env, **options)
-    from .local import LocalLLM
 
     # local backends share the loaded weights (and the one worker thread) whatever the cache option,
     # and `embedded` and its folder path are the same model

@@ -14,6 +14,8 @@ from typing import Any
 from .model_check import ModelCheckError, amodel_check
 from .patterns import Match, load_patterns
 from .types import CATEGORY_PRIORITY, RiskAssessment, level_rank
+from .semantic import load_semantic
+from ..llm.types import run_sync
 
 HISTORY_USER_TURNS = 3
 
@@ -115,7 +117,6 @@ def _with_semantic(result: RiskAssessment, message: str) -> RiskAssessment:
     """Add the semantic layer's finding (it only adds risk; see semantic.py)."""
     if result.at_risk:
         return result  # the precise layer already decided; save the encoder call
-    from .semantic import load_semantic
 
     return _merge(result, load_semantic().assess(message))
 
@@ -181,6 +182,5 @@ def assess(
     """
     if not model:
         return _local_layers(message, history, patterns, semantic, learned)
-    from ..llm.types import run_sync
 
     return run_sync(aassess(message, history, model, patterns, semantic, learned))

@@ -35,6 +35,7 @@ import yaml
 
 from ..paths import resource_path
 from .types import CATEGORIES, RiskAssessment
+from .patterns import load_patterns
 
 HISTORY_USER_TURNS = 3
 
@@ -43,7 +44,6 @@ class Featurizer:
     """Text -> classifier input (embedding of the cleaned text, then the scaled marker features)."""
 
     def __init__(self, markers: str | Path | None = None, patterns: str | None = None):
-        from .patterns import load_patterns
 
         self.patterns = load_patterns(patterns)
         path = Path(markers) if markers else resource_path("safety", "learned_markers.yaml")

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..paths import resource_path
 from ..prompts import fill
 from .types import CATEGORIES, LEVELS, RiskAssessment
+from ..llm import LLMError, SamplingParams, load_llm
 
 DEFAULT_PROMPT = "model_check.txt"
 
@@ -68,7 +69,6 @@ def parse_verdict(text: str) -> RiskAssessment:
 async def amodel_check(
     message: str, history: list[dict] | None, model: str, prompt: str | Path | None = None, max_tokens: int = 96
 ) -> RiskAssessment:
-    from ..llm import LLMError, SamplingParams, load_llm
 
     llm = load_llm(model)
     try:

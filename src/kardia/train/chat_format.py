@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import resource_path
+from ..spans import SPAN_TOKENS
+from ..llm import resolve_model_path
 
 CHAT_TEMPLATE_NAME = "kardia_chatml"
 
@@ -34,7 +36,6 @@ def load_chat_template(name: str = CHAT_TEMPLATE_NAME) -> str:
 
 
 def span_tokens() -> tuple[str, ...]:
-    from ..spans import SPAN_TOKENS
 
     return tuple(SPAN_TOKENS)
 
@@ -115,7 +116,6 @@ def load_model_and_tokenizer(model: str, chat_template: str = CHAT_TEMPLATE_NAME
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..llm import resolve_model_path
 
     path = resolve_model_path(model)
     tok = AutoTokenizer.from_pretrained(path)

@@ -8,6 +8,12 @@ from typing import Any, Optional
 import typer
 
 from ..config import fail
+from ..config import ConfigError
+from .common import TrainError
+from .config import load_config
+from .config import SFTRunConfig
+from .sft import plan, run_sft
+from .config import GRPORunConfig
 
 OPT_CONFIG = typer.Option(None, "--config", "-c", help="YAML run config (see configs/train/)")
 OPT_SET = typer.Option(None, "--set", help="override a config key, repeatable: --set lora.enabled=true")
@@ -46,9 +52,6 @@ def _print_plan(cfg: Any, info: dict[str, Any]) -> None:
 
 def _run_stage(cls, config, set_, preset, plan, run, resume, dry_run: bool, explicit: dict[str, Any]) -> None:
     """What `train sft` and `train grpo` share: load the config, plan, then print the plan or train."""
-    from ..config import ConfigError
-    from .common import TrainError
-    from .config import load_config
 
     try:
         cfg = load_config(cls, config, set_ or [], preset, **explicit)
@@ -84,8 +87,6 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = OPT_DRY,
     ) -> None:
         """Supervised fine-tuning: whole dialogues, loss on assistant turns only."""
-        from .config import SFTRunConfig
-        from .sft import plan, run_sft
 
         _run_stage(
             SFTRunConfig, config, set_, preset, plan, run_sft, resume_from or resume, dry_run,
@@ -110,7 +111,6 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = OPT_DRY,
     ) -> None:
         """GRPO with format + emotion + rubric-judge rewards, one prompt per assistant turn."""
-        from .config import GRPORunConfig
         from .grpo import plan, run_grpo
 
         _run_stage(

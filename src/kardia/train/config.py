@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import KardiaConfig
+from ..prompts import PromptProfile
 
 Preset = Literal["paper", "cpu"]
 
@@ -107,7 +108,6 @@ class _RunBase(KardiaConfig):
     # -- derived -------------------------------------------------------------------------------
     def prompt_profile(self):
         """The system prompt this run trains with (and saves with its model)."""
-        from ..prompts import PromptProfile
 
         if self.prompt.template:
             return PromptProfile.named(self.prompt.template, self.prompt.profile_words)

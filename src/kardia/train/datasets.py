@@ -19,6 +19,8 @@ from typing import Any, Iterator, Literal
 
 from ..dataset import DialogueRecord
 from ..records import iter_jsonl
+from ..prompts import PromptProfile
+from .. import spans
 
 Difficulty = Literal["easy", "hard", "all"]
 SystemPromptMode = Literal["template", "record"]
@@ -59,14 +61,12 @@ def iter_dialogues(path: str | Path, difficulty: Difficulty = "all", stats: Data
 def _system(rec: DialogueRecord, mode: SystemPromptMode, profile=None) -> str:
     if mode == "record":
         return rec.messages[0].content
-    from ..prompts import PromptProfile
 
     return (profile or PromptProfile.named("system")).render(rec.person, rec.situation)
 
 
 def _assistant_content(text: str, stats: DataStats) -> str:
     """Token spelling for the model; a turn that is not four clean spans is kept as written and counted."""
-    from .. import spans
 
     parsed = spans.parse(text)
     if not parsed.ok:
@@ -156,7 +156,6 @@ def build_dataset(path: str | Path, kind: Literal["sft", "grpo"], difficulty: Di
 
 def _gen_wrapper(kind: str, path: str, difficulty: str, system_mode: str, mtime: int, prompt=None):
     # `mtime` and `prompt` are part of the fingerprint: an edited file or another prompt is never served from a stale cache.
-    from ..prompts import PromptProfile
 
     gen = iter_sft_examples if kind == "sft" else iter_grpo_prompts
     profile = PromptProfile(prompt[0], prompt[1]) if prompt else None

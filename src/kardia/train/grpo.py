@@ -23,6 +23,11 @@ from . import datasets as kd
 from .common import (TrainError, checkpoint_step, common_trainer_args, final_metrics, plot_curves, prompt_profile_callback,
                      resolve_resume, save_final, write_json)
 from .config import GRPORunConfig
+from .. import rewards as R
+from ..records import JsonlAppender
+from ..llm import resolve_model_path
+from .chat_format import load_chat_template, load_model_and_tokenizer, prepare_tokenizer, span_tokens
+from .model_card import write_model_card
 
 COMPLETIONS_DIR = "completions"
 
@@ -60,7 +65,6 @@ def plan(cfg: GRPORunConfig) -> dict[str, Any]:
 # -- rewards -----------------------------------------------------------------------------------
 def build_rewards(cfg: GRPORunConfig) -> tuple[list[Callable], list[float], list[dict[str, Any]]]:
     """Reward callables (TRL contract), their weights, and a description for the model card."""
-    from .. import rewards as R
 
     j = cfg.judge
     funcs, weights, described = [], [], []
@@ -114,7 +118,6 @@ def _trainer_class():
     import torch
     from trl import GRPOTrainer
 
-    from ..records import JsonlAppender
 
     class KardiaGRPOTrainer(GRPOTrainer):
         """GRPOTrainer that also appends each scored completion, with every reward, to a JSONL table."""
@@ -157,8 +160,6 @@ def prepare_start_model(cfg: GRPORunConfig, log: Callable[[str], None]) -> tuple
     """
     from transformers import AutoTokenizer
 
-    from ..llm import resolve_model_path
-    from .chat_format import load_chat_template, load_model_and_tokenizer, prepare_tokenizer, span_tokens
 
     path = resolve_model_path(cfg.model)
     tok = AutoTokenizer.from_pretrained(path)
@@ -184,7 +185,6 @@ def run_grpo(cfg: GRPORunConfig, resume: bool | str | None = None, log: Callable
     from peft import LoraConfig
     from trl import GRPOConfig
 
-    from .model_card import write_model_card
 
     t0 = time.time()
     info = plan(cfg)

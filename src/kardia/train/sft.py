@@ -16,6 +16,8 @@ from . import datasets as kd
 from .common import (TrainError, common_trainer_args, final_metrics, plot_curves, prompt_profile_callback, resolve_resume,
                      save_final, write_json)
 from .config import SFTRunConfig
+from .chat_format import load_model_and_tokenizer
+from .model_card import write_model_card
 
 
 def plan(cfg: SFTRunConfig) -> dict[str, Any]:
@@ -98,8 +100,6 @@ def run_sft(
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from .chat_format import load_model_and_tokenizer
-    from .model_card import write_model_card
 
     t0 = time.time()
     info = plan(cfg)
