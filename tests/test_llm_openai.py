@@ -87,7 +87,9 @@ def test_dead_url_costs_one_attempt_not_all(fake_server):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
-    llm = OpenAILLM("fake-model", [dead, server.base_url], **FAST, max_retries=1)
+    # a refused connection fails at once; a generous timeout so a slow live answer on a loaded machine
+    # (past FAST's 0.3 s) cannot spend the one retry on the dead URL
+    llm = OpenAILLM("fake-model", [dead, server.base_url], **{**FAST, "timeout_s": 10.0}, max_retries=1)
     out = llm.generate([conv(i) for i in range(6)], P)
     assert [c.text for c in out] == [f"echo: msg-{i}" for i in range(6)]
 
