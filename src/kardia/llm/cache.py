@@ -28,6 +28,9 @@ class ResponseCache:
             con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
+            # a small page cache per connection (one per worker thread): SQLite's 2 MiB default, filled by a
+            # growing file in every thread, made peak memory grow with the data (the OS caches the file anyway)
+            con.execute("PRAGMA cache_size=-256")
             self._local.con = con
         return con
 
