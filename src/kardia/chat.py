@@ -22,13 +22,11 @@ from pydantic import Field
 
 from .config import ConfigError, KardiaConfig, OptionalModel, fail
 from .llm.options import LLMOptions
-from . import safety
+from . import safety, guarded
 from .emotions import normalize
-from .llm import SamplingParams, load_llm, parse_model_string
+from .llm import SamplingParams, load_llm, parse_model_string, LLMError
 from .prompts import PromptProfile
 from .records import JsonlAppender
-from . import guarded
-from .llm import LLMError
 
 QUIT_WORDS = frozenset({"/quit", "/exit", "/q"})
 
@@ -119,7 +117,6 @@ class ChatSession:
             )
 
     def turn(self, user_text: str) -> TurnResult:
-
         self.turns += 1
         result = TurnResult(user=user_text, shown="")
         messages = [{"role": "system", "content": self.system}, *self.history, {"role": "user", "content": user_text}]

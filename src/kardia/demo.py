@@ -15,9 +15,8 @@ import typer
 from pydantic import Field
 
 from .config import ConfigError, KardiaConfig, OptionalModel, fail
-from .reproduce import ReproduceConfig
+from .reproduce import ReproduceConfig, quiet_libraries, recipe
 from .data.audit import audit_dialogues
-from .reproduce import quiet_libraries, recipe
 from .stages import run_stages
 
 Size = Literal["tiny", "small", "medium"]
@@ -49,7 +48,6 @@ class DemoError(RuntimeError):
 
 
 def reproduce_config(cfg: DemoConfig):
-
     size, over = SIZES[cfg.size]
     return ReproduceConfig(
         out=cfg.out, size=size, train_seeds=SAMPLE_TRAIN, eval_data=SAMPLE_EVAL, profiles=SAMPLE_PROFILES,

@@ -20,16 +20,14 @@ import typer
 from pydantic import Field
 
 from .config import ConfigError, KardiaConfig, OptionalModel, fail
-from .data.engine import input_path
+from .data.engine import input_path, run_build
 from .data.profiles import load_profiles
 from .data.seeds import ed_seeds, load_seeds
 from .eval.loaders import load_items
 from .data.config import BuildConfig
-from .data.engine import run_build
 from .records import iter_jsonl
-from .train.config import SFTRunConfig
+from .train.config import SFTRunConfig, GRPORunConfig
 from .train.sft import run_sft
-from .train.config import GRPORunConfig
 from .train.grpo import run_grpo
 from .reproduce_curve import stage_curve
 from .reproduce_report import write_results
@@ -166,7 +164,6 @@ def seed_source(cfg: ReproduceConfig) -> tuple[str, str]:
 
 # -- stages ----------------------------------------------------------------------------------------
 def build_config(cfg: ReproduceConfig):
-
     base = cfg.model
     seed_kind, seed_path = seed_source(cfg)
     return BuildConfig.model_validate({
@@ -204,7 +201,6 @@ def plan_shape(situations: int, n_profiles: int) -> tuple[int, int]:
 
 
 def stage_build(cfg: ReproduceConfig, out: Path, inputs: dict) -> dict:
-
     bcfg = build_config(cfg)
     per, n_profiles = plan_shape(cfg.sized("situations"), inputs["profiles"])
     bcfg = bcfg.model_copy(update={"dialogues_per_profile": per, "max_profiles": n_profiles})
@@ -217,7 +213,6 @@ def stage_build(cfg: ReproduceConfig, out: Path, inputs: dict) -> dict:
 
 
 def split_counts(data: Path) -> dict[str, int]:
-
     counts = {"train": 0, "test": 0, "train_easy": 0, "train_hard": 0}
     for split in ("train", "test"):
         p = data / f"{split}.jsonl"
@@ -241,7 +236,6 @@ def subset(counts: dict, wanted: str, console) -> str:
 
 
 def stage_sft(cfg: ReproduceConfig, out: Path, build: dict, console) -> dict:
-
     difficulty = subset(build["counts"], "easy", console)
     scfg = SFTRunConfig.model_validate({
         "preset": "cpu" if cfg.size != "gpu" else "paper",
@@ -267,7 +261,6 @@ def curve_save_steps(cfg: ReproduceConfig, counts: dict, difficulty: str) -> int
 
 
 def stage_grpo(cfg: ReproduceConfig, out: Path, build: dict, console) -> dict:
-
     difficulty = subset(build["counts"], "hard", console)
     n = cfg.sized("num_generations")
     gcfg = GRPORunConfig.model_validate({

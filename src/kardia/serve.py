@@ -46,15 +46,12 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request  # module level: FastAPI resolves the endpoint's annotation here
 
-from .config import KardiaConfig, OptionalModel
+from .config import KardiaConfig, OptionalModel, ConfigError, fail
 from .llm.options import LLMOptions
 from . import guarded
-from .llm import LLMError, SamplingParams
-from .llm import load_llm, parse_model_string
-from .safety import Guard
+from .llm import LLMError, SamplingParams, load_llm, parse_model_string
+from .safety import Guard, LocaleError
 from .prompts import PromptProfile
-from .config import ConfigError, fail
-from .safety import LocaleError
 
 
 class ServeConfig(KardiaConfig):
@@ -247,7 +244,6 @@ class _Engine:
     """The model, its tokenizer (for the context check) and the guard, shared by all requests."""
 
     def __init__(self, cfg: ServeConfig, llm: Any = None):
-
         self.cfg = cfg
         self.spec = parse_model_string(cfg.model)
         self.name = cfg.served_name or self.spec.display

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import math
 from typing import Any, Sequence
-from .rewards import format_reward
-from .rewards import emotion_reward
-from .rewards import make_rubric_reward
-from .rewards import make_kardia_reward
+from .rewards import format_reward, emotion_reward, make_rubric_reward, make_kardia_reward
 
 
 def _floats(values: Sequence[float | None]) -> list[float]:
@@ -39,7 +36,6 @@ class KardiaFormatORM:
     """ms-swift ORM: 1 when the four spans parse, else 0."""
 
     def __call__(self, completions: Sequence[Any], **kwargs) -> list[float]:
-
         return _floats(format_reward(completions, **kwargs))
 
 
@@ -47,7 +43,6 @@ class KardiaEmotionORM:
     """ms-swift ORM: 1 when the emotion span matches the dataset's `emotion` column."""
 
     def __call__(self, completions: Sequence[Any], **kwargs) -> list[float]:
-
         emotion = kwargs.pop("emotion", None)
         return _floats(emotion_reward(completions, emotion, **kwargs))
 
@@ -59,7 +54,6 @@ class KardiaRubricORM:
     options: dict = {}
 
     def __init__(self):
-
         self.reward = make_rubric_reward(self.judge_model, **self.options)
 
     async def __call__(self, completions: Sequence[Any], **kwargs) -> list[float]:
@@ -73,7 +67,6 @@ class KardiaORM:
     options: dict = {}
 
     def __init__(self):
-
         self.reward = make_kardia_reward(self.judge_model, **self.options)
 
     async def __call__(self, completions: Sequence[Any], **kwargs) -> list[float]:

@@ -16,7 +16,6 @@ from .filters import check_identity_drift, copies_turn, ends_sentence
 
 
 def audit_dialogues(path: str | Path, identity_patterns: str = "build/identity_drift_patterns") -> dict[str, Any]:
-
     n_dialogues = turns = gold = whole = copies = user_turns = slips = 0
     for _, rec in iter_jsonl(Path(path)):
         n_dialogues += 1

@@ -8,8 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ..config import fail
-from ..config import ConfigError
+from ..config import fail, ConfigError
 from .config import BuildConfig
 from ..records import RecordError
 from .engine import BuildError, dry_run_report, plan_for, run_build
@@ -18,7 +17,6 @@ from .export import finalize
 
 
 def _load_cfg(config: Optional[Path], sets: List[str]):
-
     try:
         return BuildConfig.from_cli(config, sets)
     except ConfigError as exc:

@@ -22,7 +22,6 @@ DEFAULT_THRESHOLD = {"minhash": 0.8, "embeddings": 0.95}
 
 
 def dialogue_text(rec: dict) -> str:
-
     parts = []
     for m in rec["messages"][1:]:
         parts.append(m["content"] if m["role"] == "user" else visible_response(m["content"]))

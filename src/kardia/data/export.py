@@ -49,7 +49,6 @@ class SplitStats:
     span_agrees: int = 0  # emotion spans equal to their dialogue's gold label
 
     def add(self, rec: dict) -> None:
-
         self.dialogues += 1
         self.profiles.add(rec["meta"].get("profile_id") or rec["anon_username"])
         self.emotions[rec["emotion"]] += 1
@@ -141,7 +140,6 @@ class _Writers:
 
 
 def finalize(out: Path, cfg: BuildConfig, progress: bool = False) -> dict:
-
     out = Path(out)
     work = out / "work"
     files = generated_files(work)

@@ -30,18 +30,16 @@ from typing import Any
 
 from .profiles import MBTI_TYPES
 from ..prompts import template_path
-from ..spans import parse, strip_span_markup
+from ..spans import parse, strip_span_markup, visible_response
 from ..dataset import DialogueRecord
 from ..emotions import LABELS
 from .. import safety
-from ..spans import visible_response
 
 _MBTI_IN_TEXT = re.compile(r"\b(" + "|".join(MBTI_TYPES) + r")\b")
 
 
 @lru_cache(maxsize=8)
 def identity_patterns(name_or_path: str) -> tuple[re.Pattern, ...]:
-
     out = []
     for line in template_path(name_or_path).read_text(encoding="utf-8").splitlines():
         line = line.strip()
@@ -192,7 +190,6 @@ def check_copied_understanding(rec: dict) -> list[str]:
 
 
 def check_crisis(rec: dict) -> list[str]:
-
     msgs = rec["messages"]
     reasons = []
     for i, m in enumerate(msgs):

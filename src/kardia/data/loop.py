@@ -25,23 +25,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..llm import LLMError, SamplingParams
+from ..llm import LLMError, SamplingParams, load_llm
 from .config import BuildConfig
 from .plan import PlanItem
-from ..spans import strip_span_markup
-from ..spans import visible_response
-from ..emotions import LABELS
-from ..spans import parse
-from .filters import identity_patterns
-from ..llm import load_llm
-from ..judge import Critic
-from .filters import copies_turn, cut_to_sentence
-from ..prompts import clip_words
-from ..prompts import fill
-from ..spans import render
-from ..emotions import most_probable_label, normalize
-from ..prompts import system_prompt
-from ..judge import JudgeItem
+from ..spans import strip_span_markup, visible_response, parse, render
+from ..emotions import LABELS, most_probable_label, normalize
+from .filters import identity_patterns, copies_turn, cut_to_sentence
+from ..judge import Critic, JudgeItem
+from ..prompts import clip_words, fill, system_prompt
 
 VERDICTS = ("FAIL", "PASS", "SOLVED")
 _ROLE_PREFIX = re.compile(
@@ -131,7 +122,6 @@ class DialogueLoop:
     """Makes dialogues for one build config; shares role models and health across dialogues."""
 
     def __init__(self, cfg: BuildConfig, counters: Counters | None = None, health: RoleHealth | None = None):
-
         self.cfg = cfg
         self.counters = counters or Counters()
         self.health = health or RoleHealth(cfg.max_role_failures)
@@ -226,7 +216,6 @@ class DialogueLoop:
 
     # -- roles -----------------------------------------------------------------------------------
     async def user_turn(self, item: PlanItem, turns: list[dict], k: int) -> str:
-
         p = self.cfg.prompts
         slots = dict(profile=self._profile(item), situation=item.seed.situation, emotion=item.emotion)
         prompt = fill(p.first_user, **slots) if not turns else fill(p.user, history=history_text(turns), **slots)
@@ -238,7 +227,6 @@ class DialogueLoop:
         return await self._guided(item, turns, k, attempt, revision)
 
     async def _guided(self, item: PlanItem, turns: list[dict], k: int, attempt: int, revision: str) -> tuple[str, dict]:
-
         p, s = self.cfg.prompts, self.cfg.sampling
         base = dict(profile=self._profile(item), situation=item.seed.situation, history=history_text(turns), revision=revision)
         sid = (item.id, k, "A", attempt)
@@ -270,7 +258,6 @@ class DialogueLoop:
         )
 
     async def _emotion(self, prompt: str, sid: tuple) -> tuple[str, dict]:
-
         msgs = [{"role": "user", "content": prompt}]
         if self.emotion_mode == "probs":
             self.counters.calls += 1
@@ -292,7 +279,6 @@ class DialogueLoop:
         return clean_turn(raw) or "unknown", {"emotion_mode": "text", "emotion_unparsed": 2}
 
     async def _single(self, item: PlanItem, turns: list[dict], k: int, attempt: int, revision: str) -> tuple[str, dict]:
-
         sys = system_prompt(item.profile.person, item.seed.situation)
         if self.cfg.emotion_source == "target":
             sys += f"\nThe person's emotion is {item.emotion}: write the emotion span as exactly that label."
@@ -309,7 +295,6 @@ class DialogueLoop:
         return text, info
 
     async def critique(self, item: PlanItem, turns: list[dict], draft: str):
-
         judge_item = JudgeItem(
             profile=item.profile.person, situation=item.seed.situation, history=list(turns), response=draft,
             emotion=item.emotion, id=item.id,
@@ -424,7 +409,6 @@ class DialogueLoop:
 
 
 def _labels_text() -> str:
-
     return ", ".join(LABELS)
 
 
@@ -444,5 +428,4 @@ def opening_from_situation(situation: str) -> str:
 
 
 def _drifts(text: str, patterns: str) -> bool:
-
     return any(p.search(text) for p in identity_patterns(patterns))

@@ -69,7 +69,6 @@ class SeedTable:
 
 
 def _labels():
-
     return LABELS, LABEL_BY_ID
 
 

@@ -10,8 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from ..config import fail
-from ..config import ConfigError
+from ..config import fail, ConfigError
 from ..records import RecordError
 
 

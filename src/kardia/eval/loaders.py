@@ -99,7 +99,6 @@ def load_items(
 
 # -- KardiaBench ---------------------------------------------------------------------------------
 def _kardia_items(path: str | Path) -> Iterator[EvalItem]:
-
     for n, rec in iter_jsonl(path, model=DialogueRecord):
         gold = normalize(rec.emotion)
         if gold is None:

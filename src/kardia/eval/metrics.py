@@ -15,8 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .columns import ItemColumns, _failure_kind, judged_mean  # noqa: F401 (_failure_kind: its old home)
-from ..emotions import LABELS
-from ..emotions import chance_levels
+from ..emotions import LABELS, chance_levels
 
 NONE_LABEL = "(none)"  # the prediction when no emotion could be read from the output
 

@@ -21,8 +21,7 @@ from .metrics import fmt_ci, proportions_with_intervals
 from .report import STYLE, _html_table, _img, _md_table
 from .results import read_results
 from ..judge import JudgeItem
-from ..judge.pairwise import PairwiseJudge
-from ..judge.pairwise import truncate_reply
+from ..judge.pairwise import PairwiseJudge, truncate_reply
 
 OUTCOMES = ("win", "tie", "loss")
 

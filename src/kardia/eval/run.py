@@ -37,16 +37,10 @@ from ..records import JsonlAppender, done_keys
 from .loaders import EvalItem, load_items
 from .report import build_report
 from .results import BEFORE_SETTING, RESULTS, RUN_FILE, read_results
-from ..llm import parse_model_string, resolve_model_path
-from ..spans import SPAN_TOKENS
-from ..spans import parse
-from ..emotions import normalize
-from ..llm import LLMError
-from ..llm import SamplingParams, load_llm
+from ..llm import parse_model_string, resolve_model_path, LLMError, SamplingParams, load_llm
+from ..spans import SPAN_TOKENS, parse
+from ..emotions import normalize, LABELS, most_probable_label, same_family
 from ..prompts import fill
-from ..emotions import LABELS
-from ..emotions import most_probable_label
-from ..emotions import same_family
 from ..judge.core import aggregate
 from ..safety import assess, handles_crisis
 
@@ -153,7 +147,6 @@ class Evaluator:
     """Scores single items; shared by the eval run and reusable by other callers."""
 
     def __init__(self, cfg: EvalConfig, mode: str):
-
         self.cfg = cfg
         self.mode = mode
         self.judged_ids: set[str] | None = None  # judge_limit: the ids of the items to judge (None: all)
@@ -187,7 +180,6 @@ class Evaluator:
         return [{"role": m["role"], "content": _visible(m["content"]) if visible else m["content"]} for m in hist]
 
     def messages(self, item: EvalItem) -> list[dict]:
-
         if self.mode == "spans":
             system = item.system or self.prompt.render(item.profile, item.situation)
             return [{"role": "system", "content": system}] + self._history(item, visible=False)
@@ -196,7 +188,6 @@ class Evaluator:
         return [{"role": "system", "content": system}] + self._history(item, visible=True)
 
     def emotion_question(self, item: EvalItem) -> list[dict]:
-
         text = fill("eval/emotion_question", situation=item.situation.strip() or "(not stated)",
                     transcript=_transcript(self._history(item, visible=True)), labels=", ".join(LABELS))
         return [{"role": "user", "content": text}]
@@ -314,7 +305,6 @@ class Evaluator:
                 "reward": aggregate(scores, rubric)[0], "error": None, "skipped": why}
 
     def _safety(self, history: list[dict], response: str) -> tuple[dict, bool | None]:
-
         last = history[-1]["content"] if history else ""
         a = assess(last, history[:-1], model=self.cfg.safety_model)
         risk = {"level": a.level, "category": a.category, "at_risk": bool(a.at_risk), "evidence": list(a.evidence)[:5]}

@@ -44,7 +44,6 @@ class Featurizer:
     """Text -> classifier input (embedding of the cleaned text, then the scaled marker features)."""
 
     def __init__(self, markers: str | Path | None = None, patterns: str | None = None):
-
         self.patterns = load_patterns(patterns)
         path = Path(markers) if markers else resource_path("safety", "learned_markers.yaml")
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

@@ -69,7 +69,6 @@ def parse_verdict(text: str) -> RiskAssessment:
 async def amodel_check(
     message: str, history: list[dict] | None, model: str, prompt: str | Path | None = None, max_tokens: int = 96
 ) -> RiskAssessment:
-
     llm = load_llm(model)
     try:
         completion = await llm.achat(build_messages(message, history, prompt), SamplingParams(max_tokens=max_tokens, temperature=0.0))

@@ -36,7 +36,6 @@ def load_chat_template(name: str = CHAT_TEMPLATE_NAME) -> str:
 
 
 def span_tokens() -> tuple[str, ...]:
-
     return tuple(SPAN_TOKENS)
 
 

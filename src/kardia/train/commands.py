@@ -7,13 +7,10 @@ from typing import Any, Optional
 
 import typer
 
-from ..config import fail
-from ..config import ConfigError
+from ..config import fail, ConfigError
 from .common import TrainError
-from .config import load_config
-from .config import SFTRunConfig
+from .config import load_config, SFTRunConfig, GRPORunConfig
 from .sft import plan, run_sft
-from .config import GRPORunConfig
 
 OPT_CONFIG = typer.Option(None, "--config", "-c", help="YAML run config (see configs/train/)")
 OPT_SET = typer.Option(None, "--set", help="override a config key, repeatable: --set lora.enabled=true")
