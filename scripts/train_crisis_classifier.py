@@ -61,6 +61,8 @@ CRISIS_WEIGHT = 0.5  # share of the loss on the crisis classes (the rest on "non
 CALIB_FPR = 0.005
 CALIB_ROWS = 3000
 ED_NEGATIVES = 8000
+LONG_NEGATIVES = 1500  # several negatives joined, or one repeated: long benign text (see long_texts)
+LONG_POSITIVES = 500  # a crisis line among benign ones, within the encoder's 128 tokens
 ESCONV_NEGATIVES = 3000  # seeker turns of ESConv *train*: short conversational replies ("bye then", "yes, that helps")
 CALIB = ROOT.parent / "shared" / "data" / "empatheticdialogues" / "ed_situations_train.csv"
 LEVEL_HIGH = 0.98  # the learned layer says "high" only when nearly certain; patterns name high risk precisely
@@ -237,6 +239,30 @@ def esconv_turns(limit: int) -> list[str]:
     return out
 
 
+def long_texts(rows: list[dict], seed: int = SEED) -> list[dict]:
+    """Long inputs built from the rows: benign ones joined (3-6) or one repeated (negatives), and a crisis
+    line placed first or second among benign ones (positives, its label).
+
+    Why: every training text is one message of a few sentences, and the first weights scored long benign
+    input as crisis (a pangram repeated 40 times 0.87, "word " * 3000 0.91): length alone read as risk."""
+    rng = random.Random(seed)
+    neg = [r["text"] for r in rows if r["label"] == 0]
+    pos = [r for r in rows if r["label"] > 0]
+    out = []
+    for i in range(LONG_NEGATIVES):
+        if i % 5 == 0:
+            t = rng.choice(neg)
+            out.append({"text": " ".join([t] * rng.randint(4, 40)), "label": 0, "source": "long"})
+        else:
+            out.append({"text": " ".join(rng.sample(neg, rng.randint(3, 6))), "label": 0, "source": "long"})
+    for _ in range(LONG_POSITIVES):
+        c = rng.choice(pos)
+        parts = rng.sample(neg, rng.randint(2, 4))
+        parts.insert(rng.randint(0, 1), c["text"])
+        out.append({"text": " ".join(parts), "label": c["label"], "source": "long"})
+    return out
+
+
 def cross_validate(rows: list[dict], calib: list[str], epochs: float, authors: list[str]) -> None:
     """Leave one round-3 author out: trained without them, measured on their lines at the calibrated threshold."""
     print("leave-one-author-out (round 3), threshold calibrated on ED training situations each time:")
@@ -277,6 +303,7 @@ def main() -> int:
     if args.ed_negatives:
         rows += [{"text": t, "label": 0, "source": "ed_train"} for t in ed_situations(CALIB_ROWS, CALIB_ROWS + args.ed_negatives)]
         print(f"+ {sum(r['source'] == 'ed_train' for r in rows)} ED training situations as negatives")
+    rows += long_texts(rows)
     if args.esconv_negatives:
         rows += [{"text": t, "label": 0, "source": "esconv_train"} for t in esconv_turns(args.esconv_negatives)]
         print(f"+ {sum(r['source'] == 'esconv_train' for r in rows)} ESConv training seeker turns as negatives")
@@ -287,7 +314,7 @@ def main() -> int:
     m.fit([r["text"] for r in rows], [r["label"] for r in rows], args.epochs)
     thr = choose_threshold(m.risk(calib), CALIB_FPR)
     print(f"threshold {thr}: the lowest flagging <= {CALIB_FPR} of {len(calib)} ED training situations the patterns leave alone")
-    own = [r for r in rows if r["source"] not in ("ed_train", "esconv_train")]
+    own = [r for r in rows if r["source"] not in ("ed_train", "esconv_train", "long")]
     corpus_sha = hashlib.sha256("\n".join(f"{r['label']}\t{r['text']}" for r in own).encode()).hexdigest()[:16]
     out = {
         **m.arrays(),

@@ -423,3 +423,15 @@ def test_shipped_classifier_is_a_fine_tuned_encoder():
     assert {n.split(".")[-1] for n in deltas} >= {"query", "key", "value", "dense"}
     assert path.stat().st_size < 3 * 2**20
     assert not bool(z["use_gate"]) and int(z["ed_negatives"]) > 0
+
+
+def test_learned_layer_does_not_read_length_as_risk():
+    """The first round-3 weights scored long benign input as crisis (found by a serve test); the training
+    script now adds long texts built from its rows, and these stay under the threshold."""
+    from kardia.safety.learned import load_learned
+
+    lc = load_learned()
+    long_benign = ["word " * 3000, "The quick brown fox jumps over the lazy dog. " * 40, "I baked bread today and it came out well. " * 30]
+    assert all(s.risk < lc.threshold for s in lc.scores(long_benign)), [round(s.risk, 3) for s in lc.scores(long_benign)]
+    long_crisis = "I took the whole bottle of my pills twenty minutes ago and I'm getting dizzy. " + "The weather was grey all day. " * 20
+    assert lc.scores([long_crisis])[0].risk >= lc.threshold
