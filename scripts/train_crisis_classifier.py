@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from kardia.paths import resource_path  # noqa: E402
+from kardia.safety.encoder import Encoder, mean_pooled  # noqa: E402
+from kardia.safety.learned import Featurizer  # noqa: E402
 from kardia.safety.types import CATEGORIES  # noqa: E402
 
 LABELS = ("none",) + CATEGORIES
@@ -122,9 +124,6 @@ class Model:
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModel, AutoTokenizer
 
-        from kardia.safety.encoder import Encoder
-        from kardia.safety.learned import Featurizer
-
         torch.manual_seed(seed)
         path = str(get_model_path())
         self.tok = AutoTokenizer.from_pretrained(path)
@@ -138,12 +137,9 @@ class Model:
     def logits(self, texts: list[str]):
         import torch
 
-        enc = self.tok([self.fz.patterns.clean(t) or t for t in texts], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        h = self.encoder(**enc).last_hidden_state
-        mask = enc["attention_mask"].unsqueeze(-1).float()
-        pooled = torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1)
-        marks = torch.from_numpy(np.stack([self.fz.scale * self.fz.markers(t) for t in texts]))
-        return self.head(torch.cat([pooled, marks], 1))
+        enc = self.tok(self.fz.encoder_texts(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        pooled = mean_pooled(self.encoder(**enc).last_hidden_state, enc["attention_mask"])
+        return self.head(torch.cat([pooled, torch.from_numpy(self.fz.marker_features(texts))], 1))
 
     def fit(self, texts: list[str], labels: list[int], epochs: float = EPOCHS, progress: str = "") -> None:
         import torch
@@ -205,16 +201,18 @@ def choose_threshold(neg: np.ndarray, max_fpr: float) -> float:
     return round(min(max(t, 0.05), 0.999), 4)
 
 
-def ed_situations(start: int, stop: int, path: Path = CALIB) -> list[str]:
-    """ED training situations [start, stop) that the patterns leave alone (the learned layer's share)."""
+def ed_situations(stop: int, path: Path = CALIB) -> tuple[list[str], list[str]]:
+    """ED training situations that the patterns leave alone (the learned layer's share), read once: the
+    first CALIB_ROWS rows (calibration) and the rows after them up to `stop` (negatives)."""
     from kardia.safety.patterns import load_patterns
 
     if not path.exists():
         raise SystemExit(f"{path}: ED training situations missing (calibration and negatives; see docs/safety_learned.md)")
     with path.open(encoding="utf-8") as fh:
-        texts = [r["text"] for r in csv.DictReader(fh) if r.get("text", "").strip()][start:stop]
+        texts = [r["text"] for r in csv.DictReader(fh) if r.get("text", "").strip()][:stop]
     pats = load_patterns()
-    return [t for t in texts if not pats.find(t)]
+    calib, rest = texts[:CALIB_ROWS], texts[CALIB_ROWS:]
+    return [t for t in calib if not pats.find(t)], [t for t in rest if not pats.find(t)]
 
 
 def esconv_turns(limit: int) -> list[str]:
@@ -263,12 +261,18 @@ def long_texts(rows: list[dict], seed: int = SEED) -> list[dict]:
     return out
 
 
-def cross_validate(rows: list[dict], calib: list[str], epochs: float, authors: list[str]) -> None:
-    """Leave one round-3 author out: trained without them, measured on their lines at the calibrated threshold."""
+def training_set(rows: list[dict], esconv: list[dict]) -> list[dict]:
+    """The rows, the long texts built from them, then the ESConv turns (this order: the shipped weights')."""
+    return rows + long_texts(rows) + esconv
+
+
+def cross_validate(rows: list[dict], esconv: list[dict], calib: list[str], epochs: float, authors: list[str]) -> None:
+    """Leave one round-3 author out: trained without them (long texts included), measured on their lines
+    at the calibrated threshold."""
     print("leave-one-author-out (round 3), threshold calibrated on ED training situations each time:")
     lines = ["| left-out author | crisis n | recall | non-crisis n | false positives |", "|---|---:|---:|---:|---:|"]
     for source in authors:
-        train = [r for r in rows if r["source"] != source]
+        train = training_set([r for r in rows if r["source"] != source], esconv)
         test = [r for r in rows if r["source"] == source]
         m = Model()
         m.fit([r["text"] for r in train], [r["label"] for r in train], epochs, progress=f"{source} ")
@@ -299,22 +303,20 @@ def main() -> int:
     if leaked:
         raise SystemExit(f"{len(leaked)} blind-set texts are in the training data; remove them from the corpus first")
     print(f"{len(rows)} texts ({sum(r['label'] > 0 for r in rows)} crises): " + ", ".join(f"{s} {sum(r['source'] == s for r in rows)}" for s in SOURCES))
-    calib = ed_situations(0, CALIB_ROWS)
-    if args.ed_negatives:
-        rows += [{"text": t, "label": 0, "source": "ed_train"} for t in ed_situations(CALIB_ROWS, CALIB_ROWS + args.ed_negatives)]
-        print(f"+ {sum(r['source'] == 'ed_train' for r in rows)} ED training situations as negatives")
-    rows += long_texts(rows)
-    if args.esconv_negatives:
-        rows += [{"text": t, "label": 0, "source": "esconv_train"} for t in esconv_turns(args.esconv_negatives)]
-        print(f"+ {sum(r['source'] == 'esconv_train' for r in rows)} ESConv training seeker turns as negatives")
+    calib, ed_negatives = ed_situations(CALIB_ROWS + args.ed_negatives)
+    rows += [{"text": t, "label": 0, "source": "ed_train"} for t in ed_negatives]
+    print(f"+ {len(ed_negatives)} ED training situations as negatives")
+    esconv = [{"text": t, "label": 0, "source": "esconv_train"} for t in esconv_turns(args.esconv_negatives)] if args.esconv_negatives else []
+    print(f"+ {len(esconv)} ESConv training seeker turns as negatives")
     if args.cv is not None:
         authors = [s for s in SOURCES if s.startswith("r3:author_") and (not args.cv or s[3:] in args.cv)]
-        cross_validate(rows, calib, args.epochs, authors)
+        cross_validate(rows, esconv, calib, args.epochs, authors)
+    train = training_set(rows, esconv)
     m = Model()
-    m.fit([r["text"] for r in rows], [r["label"] for r in rows], args.epochs)
+    m.fit([r["text"] for r in train], [r["label"] for r in train], args.epochs)
     thr = choose_threshold(m.risk(calib), CALIB_FPR)
     print(f"threshold {thr}: the lowest flagging <= {CALIB_FPR} of {len(calib)} ED training situations the patterns leave alone")
-    own = [r for r in rows if r["source"] not in ("ed_train", "esconv_train", "long")]
+    own = [r for r in rows if r["source"] != "ed_train"]
     corpus_sha = hashlib.sha256("\n".join(f"{r['label']}\t{r['text']}" for r in own).encode()).hexdigest()[:16]
     out = {
         **m.arrays(),

@@ -435,3 +435,17 @@ def test_learned_layer_does_not_read_length_as_risk():
     assert all(s.risk < lc.threshold for s in lc.scores(long_benign)), [round(s.risk, 3) for s in lc.scores(long_benign)]
     long_crisis = "I took the whole bottle of my pills twenty minutes ago and I'm getting dizzy. " + "The weather was grey all day. " * 20
     assert lc.scores([long_crisis])[0].risk >= lc.threshold
+
+
+def test_frozen_encoder_weights_are_refused_by_name(tmp_path):
+    """Weights without adapters (the round-2 format) fail at load, naming the file and the fields."""
+    import numpy as np
+
+    from kardia.safety.learned import LearnedCheck
+
+    z = dict(np.load(resource_path("safety", "crisis_classifier.npz")))
+    old = {k: v for k, v in z.items() if k not in ("use_gate", "lora_scaling") and not k.startswith("lora_")}
+    path = tmp_path / "frozen.npz"
+    np.savez(path, **old)
+    with pytest.raises(ValueError, match=r"frozen\.npz: fields \['use_gate', 'lora_scaling'\] missing"):
+        LearnedCheck(path)

@@ -60,10 +60,17 @@ class Encoder:
         for i in range(0, len(texts), batch):
             enc = self._tok(list(texts[i : i + batch]), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
             with torch.inference_mode():
-                h = self._model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            out.append(torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1).numpy())
+                out.append(mean_pooled(self._model(**enc).last_hidden_state, enc["attention_mask"]).numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
+
+
+def mean_pooled(hidden, attention_mask):
+    """Sentence embedding: the L2-normalised mean of the token states under the mask (torch in, torch out;
+    the training script calls it with gradients on, so train and runtime embed the same way)."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).float()
+    return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
 
 
 @lru_cache(maxsize=1)

@@ -77,10 +77,18 @@ class Featurizer:
         t = self.patterns.normalise(text)
         return np.array([1.0 if rx.search(t) else 0.0 for rx in self.regexes], dtype=np.float32)
 
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        emb = self.encoder.encode([self.patterns.clean(t) or t for t in texts])
+    def encoder_texts(self, texts: list[str]) -> list[str]:
+        """What the encoder reads: the cleaned text (or the text, when cleaning leaves nothing)."""
+        return [self.patterns.clean(t) or t for t in texts]
+
+    def marker_features(self, texts: list[str]) -> np.ndarray:
+        """The scaled 0/1 cue features, one row per text."""
         marks = np.stack([self.markers(t) for t in texts]) if texts else np.zeros((0, len(self.names)), np.float32)
-        return np.concatenate([emb, self.scale * marks], axis=1).astype(np.float32)
+        return self.scale * marks
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        emb = self.encoder.encode(self.encoder_texts(texts))
+        return np.concatenate([emb, self.marker_features(texts)], axis=1).astype(np.float32)
 
 
 def encoder_deltas(z) -> dict[str, np.ndarray]:
@@ -111,8 +119,11 @@ class LearnedCheck:
         self.context_threshold = float(z["context_threshold"])
         self.context_floor = float(z["context_floor"])
         self.corpus_sha = str(z["corpus_sha"])
-        self.use_gate = bool(z["use_gate"]) if "use_gate" in z.files else True
-        self.featurize = Featurizer(encoder=Encoder(encoder_deltas(z)) if "lora_scaling" in z.files else None)
+        missing = [k for k in ("use_gate", "lora_scaling") if k not in z.files]
+        if missing:
+            raise ValueError(f"{self.path}: fields {missing} missing (weights of the frozen-encoder layer): retrain with scripts/train_crisis_classifier.py")
+        self.use_gate = bool(z["use_gate"])
+        self.featurize = Featurizer(encoder=Encoder(encoder_deltas(z)))
         if [str(x) for x in z["markers"]] != self.featurize.names:
             raise ValueError(f"{self.path}: trained on markers {list(z['markers'])}, learned_markers.yaml has {self.featurize.names}: retrain")
 
